@@ -1,0 +1,162 @@
+"""Typed, strict configuration: unknown keys are errors, the resolved config is saved with every run."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsyn.errors import ConfigError
+from medsyn.registry import Registry
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a GAN training run. Model defaults (the papers') fill what the user leaves out."""
+
+    model: str = "dcgan"
+    steps: int | None = None  # total generator steps of the run (resume counts from the start)
+    epochs: float | None = None  # alternative to steps: passes over the training images
+    batch: int = 64  # images per step (per class with per_class)
+    per_class: bool = False  # one G/D pair per class, as the liver-lesion paper trained its DCGAN
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # optimisation (the model's paper decides the defaults)
+    optimizer: str = "adam"  # adam | rmsprop | sgd
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0  # L2 on both networks (lung-CT paper: 1e-5)
+    lr_drop_at: float | None = None  # fraction of the run after which both lrs are multiplied by lr_drop_factor
+    lr_drop_factor: float = 0.5
+    critic_steps: int = 1  # discriminator updates per generator update
+    gp_weight: float = 10.0  # WGAN-GP penalty
+    clip: float = 0.01  # WGAN weight clipping
+    z_dim: int = 100
+    z_dist: str = "uniform"  # uniform in [-1, 1] | normal
+    width: float = 1.0  # channel multiplier of both networks
+    ema_decay: float = 0.999  # EMA of generator weights, used for sampling
+    augment: str | None = None  # classic preset applied online to real images (on the device)
+    # data
+    size: int | None = None  # image side the model works at; default: the data's
+    channels: int | None = None  # 1 or 3; default: the data's
+    interpolation: str = "bilinear"
+    split: str = "train"  # split of a source that has its own (MedMNIST); ignored otherwise
+    # bookkeeping
+    ckpt_every: int = 250
+    log_every: int = 25
+    grid_every: int = 250
+    amp: bool = True  # bf16 autocast on CUDA; never used on CPU
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give steps or epochs, not both")
+        for name in ("batch", "critic_steps", "ckpt_every", "log_every", "grid_every", "z_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "rmsprop", "sgd"):
+            raise ConfigError(f"optimizer must be adam, rmsprop or sgd, got {self.optimizer!r}")
+        if self.z_dist not in ("uniform", "normal"):
+            raise ConfigError(f"z_dist must be uniform or normal, got {self.z_dist!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.width <= 0:
+            raise ConfigError(f"width must be positive, got {self.width}")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML or --set value to the annotated type, or raise ConfigError."""
+    hint = typing.get_type_hints(TrainConfig)[name] if isinstance(annotation, str) else annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(name, value, args[0])
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = typing.get_args(hint)
+        if len(items) != len(inner):
+            raise ConfigError(f"{name} takes {len(inner)} values, got {value!r}")
+        return tuple(_coerce(name, v, t) for v, t in zip(items, inner))
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot read {value!r} as {hint.__name__}") from None
+    return value
+
+
+def config_keys(cls: type = TrainConfig) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def check_keys(values: dict[str, Any], cls: type = TrainConfig, where: str = "config") -> None:
+    """Reject keys the config class does not have, with a did-you-mean hint."""
+    known = Registry[None]("config key")
+    for key in config_keys(cls):
+        known.register(key, None)
+    for key in values:
+        if key not in known:
+            try:
+                known.get(key)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+
+
+def build_config(*layers: dict[str, Any], cls: type = TrainConfig, where: str = "config"):
+    """Merge layers left to right (later wins), type-check every value, and build the frozen config."""
+    merged: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for layer in layers:
+        check_keys(layer, cls, where)
+        for key, value in layer.items():
+            merged[key] = _coerce(key, value, hints[key])
+    return cls(**merged)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``--set key=value`` pairs into a dict (values stay strings; build_config types them)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value")
+    return data
+
+
+def to_dict(config) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

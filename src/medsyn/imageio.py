@@ -1,0 +1,120 @@
+"""Writing images: PNG (8- or 16-bit), grids, and labeled class-folder sets written atomically."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from medsyn.errors import RunError
+
+
+def to_uint(image: np.ndarray, bit_depth: int) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> (H, W) or (H, W, C) unsigned integers of the given depth."""
+    peak = 65535 if bit_depth == 16 else 255
+    arr = np.clip(np.rint(np.asarray(image, dtype=np.float64) * peak), 0, peak)
+    arr = arr.astype(np.uint16 if bit_depth == 16 else np.uint8)
+    return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+
+
+def write_png(path: str | Path, image: np.ndarray, bit_depth: int = 8) -> None:
+    """Write one (C, H, W) float image in [0, 1]; grey stays grey, 16-bit stays 16-bit (grey only)."""
+    arr = to_uint(image, 16 if bit_depth == 16 and image.shape[0] == 1 else 8)
+    Image.fromarray(arr).save(path, format="PNG")
+
+
+def make_grid(images: np.ndarray, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) images into one (C, H', W') image with a white gutter."""
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    rows = (n + ncol - 1) // ncol
+    grid = np.ones((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = img
+    return grid
+
+
+def save_grid(path: str | Path, images: np.ndarray, nrow: int = 8, upscale_to: int = 64) -> None:
+    """Save a grid PNG; images smaller than ``upscale_to`` are enlarged (nearest) so people can see them."""
+    images = np.asarray(images, dtype=np.float32)
+    factor = max(1, upscale_to // images.shape[-1])
+    if factor > 1:
+        images = images.repeat(factor, axis=-2).repeat(factor, axis=-1)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    write_png(tmp, make_grid(images, nrow=nrow))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` and rename it to ``out`` only if the block succeeds.
+
+    A crash or Ctrl-C inside the block leaves no half-written ``out`` behind.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        else:
+            raise RunError(f"{out}: already exists; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def class_dir_name(name: str) -> str:
+    """A file-system-safe folder name for a class name."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name.strip())
+    return safe or "class"
+
+
+def write_image_folder(
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    bit_depth: int = 8,
+    rows: Sequence[dict[str, Any]] | None = None,
+    stem: str = "img",
+) -> list[str]:
+    """Write a labeled set as ``folder/<class>/<stem>_<i>.png`` plus ``classes.txt`` and ``manifest.csv``.
+
+    ``classes.txt`` lists class names in label order, so reading the folder back keeps label indices.
+    ``manifest.csv`` has columns path, label, class_name, then the keys of ``rows`` (one dict per image).
+    Write into a folder from ``atomic_dir`` to make the whole set appear at once. Returns relative paths.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    dirs = [class_dir_name(n) for n in class_names]
+    if len(set(dirs)) != len(dirs):
+        dirs = [f"{i:02d}_{d}" for i, d in enumerate(dirs)]
+    for d in dirs:
+        (folder / d).mkdir(exist_ok=True)
+    (folder / "classes.txt").write_text("".join(f"{n}\n" for n in class_names))
+    width = max(5, len(str(len(images))))
+    paths = []
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        rel = f"{dirs[int(lab)]}/{stem}_{i:0{width}d}.png"
+        write_png(folder / rel, img, bit_depth)
+        paths.append(rel)
+    extra = list(rows[0].keys()) if rows else []
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "class_name", *extra])
+        for i, (rel, lab) in enumerate(zip(paths, labels)):
+            writer.writerow([rel, int(lab), class_names[int(lab)], *(rows[i][k] for k in extra)] if rows else [rel, int(lab), class_names[int(lab)]])
+    return paths
