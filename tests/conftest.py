@@ -1,0 +1,82 @@
+"""Shared test fixtures: where the real data lives, and small writers for DICOM, NIfTI and PNG fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DIR = Path(__file__).parents[1].parent / "shared"  # ../shared beside the repository
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real data folder (../shared/data); always present in CI, so a missing one fails."""
+    path = SHARED_DIR / "data"
+    assert path.is_dir(), f"shared data folder missing: {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir(shared_data: Path) -> Path:
+    """Folder with the real MedMNIST .npz files (breastmnist, breastmnist_64, retinamnist, pneumoniamnist)."""
+    path = shared_data / "medmnist"
+    assert path.is_dir(), f"MedMNIST data folder missing: {path}"
+    return path
+
+
+def write_png(path: Path, image) -> Path:
+    """Write an array (uint16 grey -> 16-bit PNG) or a PIL image; creates parent folders."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(path)
+    return path
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None,
+    *,
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple | None = None,
+    photometric: str = "MONOCHROME2",
+    patient_id: str | None = "P001",
+) -> Path:
+    """Write a 16-bit grey DICOM; pixels (H, W) or (frames, H, W) of unsigned ints, or None for no PixelData."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    if patient_id is not None:
+        ds.PatientID = patient_id
+    if pixels is not None:
+        frames = pixels if pixels.ndim == 3 else pixels[None]
+        ds.Rows, ds.Columns = frames.shape[1:]
+        if pixels.ndim == 3:
+            ds.NumberOfFrames = len(frames)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(frames, dtype="<u2").tobytes()
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_nifti(path: Path, volume: np.ndarray) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.eye(4)), str(path))
+    return path
