@@ -1,0 +1,209 @@
+"""The training loop: schedules D and G phases, steps optimisers, keeps the EMA, logs, checkpoints.
+
+Everything objective-specific lives in the loss objects (losses.py); everything about building the
+run lives in setup.py. Each step re-seeds the global RNG from (seed, step), so a resumed run draws
+the same latents, dropout masks and penalty interpolates as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from medsyn.augment import build_preset
+from medsyn.config import TrainConfig, to_dict
+from medsyn.data.types import LabeledImages
+from medsyn.errors import DivergenceError
+from medsyn.models.base import ModelSpec
+from medsyn.train.batches import BatchSource, step_seed
+from medsyn.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from medsyn.train.ema import ModelEma
+from medsyn.train.losses import build_loss
+from medsyn.train.logging import RunLogger
+from medsyn.train.setup import build_networks, build_optimizer, learning_rate_scale, resolve_device, sample_latent
+
+
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    images_per_second: float
+    last_stats: dict[str, float]
+    interrupted: bool = False
+
+
+def total_steps_for(cfg: TrainConfig, images_per_epoch: int, default_steps: int = 2000) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    if cfg.epochs is not None:
+        return max(1, math.ceil(cfg.epochs * images_per_epoch / (cfg.batch * cfg.critic_steps)))
+    return default_steps
+
+
+class _StopFlag:
+    """Ctrl-C asks the loop to stop at the next step boundary, so the saved state is never half a step."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.requested = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, spec: ModelSpec, data: LabeledImages, run_dir: Path, data_info: dict[str, Any]):
+        self.cfg, self.spec, self.run_dir, self.data_info = cfg, spec, run_dir, data_info
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)  # network initialisation
+        nets = build_networks(spec, cfg, data.size, data.channels, data.num_classes)
+        self.G, self.D, self.image_spec = nets.generator.to(self.device), nets.discriminator.to(self.device), nets.image_spec
+        self.ema = ModelEma(self.G, cfg.ema_decay)
+        self.opt_g = build_optimizer(self.G.parameters(), cfg, cfg.lr_g, self.device)
+        self.opt_d = build_optimizer(self.D.parameters(), cfg, cfg.lr_d, self.device)
+        self.loss = build_loss(spec.objective, cfg)
+        images = torch.from_numpy(data.images).to(self.device) * 2 - 1  # networks see [-1, 1] (tanh range)
+        labels = torch.from_numpy(data.labels).to(self.device)
+        self.batches = BatchSource(images, labels, cfg.batch, cfg.per_class, data.num_classes, cfg.seed)
+        self.augment = build_preset(cfg.augment, data.size) if cfg.augment else None
+        self.total_steps = total_steps_for(cfg, self.batches.images_per_epoch)
+        self.step = 0
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" and cfg.amp
+            else contextlib.nullcontext
+        )
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "medsyn-checkpoint-1",
+            "step": self.step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "generator_ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": {},  # bf16 autocast needs no loss scaler; kept so fp16 can be added without a format change
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+            "model": {"name": self.spec.name, "paper": self.spec.paper, "objective": self.spec.objective,
+                      "size": self.image_spec.size, "channels": self.image_spec.channels,
+                      "num_classes": self.image_spec.num_classes},
+            "data": self.data_info,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _real_batch(self, draw: int):
+        real, labels = self.batches.draw(draw)
+        if self.augment is not None:
+            real = self.augment((real + 1) / 2) * 2 - 1
+        return real, labels
+
+    def _set_lr(self) -> None:
+        scale = learning_rate_scale(self.cfg, self.step, self.total_steps)
+        for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        torch.manual_seed(step_seed(cfg.seed, self.step))
+        self._set_lr()
+        stats: dict[str, torch.Tensor] = {}
+        for phase in range(cfg.critic_steps):
+            real, labels = self._real_batch(self.step * cfg.critic_steps + phase)
+            z = sample_latent(real.shape[0], cfg, self.device)
+            with self.autocast():
+                with torch.no_grad():
+                    fake = self.G(z, labels)
+                loss_d, stats_d = self.loss.d_loss(self.D, real, fake, labels)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            self.loss.after_d_step(self.D)
+        stats.update(stats_d)
+        z = sample_latent(real.shape[0], cfg, self.device)
+        with self.autocast():
+            loss_g, stats_g = self.loss.g_loss(self.D, self.G(z, labels), labels)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.ema.update(self.G)
+        stats.update(stats_g)
+        self.step += 1
+        return stats
+
+    # ---- the run -----------------------------------------------------------------------------
+    def _check_finite(self, stats: dict[str, torch.Tensor], last_good_step: int) -> dict[str, float]:
+        values = {k: float(v) for k, v in stats.items()}  # the one host sync, at log/checkpoint steps only
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+            raise DivergenceError(
+                f"training diverged at step {self.step}: {bad[0]} is {values[bad[0]]}; "
+                f"kept the last good checkpoint (step {last_good_step}) in {self.run_dir}. "
+                "Lower the learning rates (--set lr_d=... lr_g=...) or try wgan-gp."
+            )
+        return values
+
+    def fit(self, on_progress: Callable[[int, int, dict[str, float], float], None] | None = None) -> TrainResult:
+        cfg, logger = self.cfg, RunLogger(self.run_dir, self)
+        start_step, started = self.step, time.perf_counter()
+        last_good, values, rate = self.step, {}, 0.0
+        stop = _StopFlag()
+        try:
+            with stop.installed():
+                while self.step < self.total_steps and not stop.requested:
+                    stats = self.train_step()
+                    boundary = self.step == self.total_steps
+                    due_log = self.step % cfg.log_every == 0 or boundary
+                    due_ckpt = self.step % cfg.ckpt_every == 0 or boundary
+                    if due_log or due_ckpt:
+                        values = self._check_finite(stats, last_good)
+                        rate = (self.step - start_step) * cfg.batch * self._images_factor() / (time.perf_counter() - started)
+                        logger.scalars(self.step, values, rate)
+                    if self.step % cfg.grid_every == 0 or boundary:
+                        logger.grid(self.step)
+                    if due_ckpt:
+                        save_checkpoint(self.run_dir, self.state_dict())
+                        last_good = self.step
+                    if on_progress is not None:
+                        on_progress(self.step, self.total_steps, values, rate)
+                if stop.requested and self.step != last_good:
+                    values = self._check_finite(stats, last_good)
+                    save_checkpoint(self.run_dir, self.state_dict())
+        finally:
+            logger.close()
+        return TrainResult(self.step, self.total_steps, rate, values, interrupted=stop.requested)
+
+    def _images_factor(self) -> int:
+        """Generated images per generator step (per-class mode draws a batch for every class)."""
+        return self.image_spec.num_classes if self.cfg.per_class else 1

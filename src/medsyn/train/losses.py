@@ -1,0 +1,113 @@
+"""One loss object per GAN objective. The loop only calls ``d_loss``, ``g_loss`` and ``after_d_step``.
+
+Discriminators return ``(score, class_logits)``; ``score`` is a logit for the BCE objectives
+(the papers' final sigmoid lives here, in ``softplus``, for numerical stability) and a critic
+value for the Wasserstein objectives.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medsyn.registry import Registry
+
+
+class GanLoss:
+    """Base: the non-saturating GAN of Goodfellow et al. (BCE), used by dcgan, gan, cgan, lungct-gan."""
+
+    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        real_score, _ = D(real, labels)
+        fake_score, _ = D(fake, labels)
+        loss = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
+        return loss, {"loss_d": loss.detach(), "d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
+
+    def g_loss(self, D: nn.Module, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        fake_score, _ = D(fake, labels)
+        loss = F.softplus(-fake_score).mean()  # non-saturating: maximise log D(G(z))
+        return loss, {"loss_g": loss.detach()}
+
+    def after_d_step(self, D: nn.Module) -> None:
+        """Hook after each discriminator update (weight clipping for WGAN)."""
+
+
+class WassersteinClipLoss(GanLoss):
+    """WGAN (Arjovsky et al. 2017), as in the retina paper: critic weights clipped to [-clip, clip]."""
+
+    def __init__(self, clip: float):
+        self.clip = clip
+
+    def d_loss(self, D, real, fake, labels):
+        real_score, _ = D(real, labels)
+        fake_score, _ = D(fake, labels)
+        distance = real_score.mean() - fake_score.mean()
+        return -distance, {"loss_d": -distance.detach(), "w_distance": distance.detach()}
+
+    def g_loss(self, D, fake, labels):
+        fake_score, _ = D(fake, labels)
+        loss = -fake_score.mean()
+        return loss, {"loss_g": loss.detach()}
+
+    @torch.no_grad()
+    def after_d_step(self, D):
+        params = [p for p in D.parameters()]
+        torch._foreach_clamp_min_(params, -self.clip)
+        torch._foreach_clamp_max_(params, self.clip)
+
+
+class WassersteinGPLoss(WassersteinClipLoss):
+    """WGAN-GP (Gulrajani et al. 2017): a penalty on the critic's gradient norm at interpolates."""
+
+    def __init__(self, gp_weight: float):
+        self.gp_weight = gp_weight
+
+    def d_loss(self, D, real, fake, labels):
+        real_score, _ = D(real, labels)
+        fake_score, _ = D(fake, labels)
+        distance = real_score.mean() - fake_score.mean()
+        penalty = self.gradient_penalty(D, real, fake, labels)
+        loss = -distance + self.gp_weight * penalty
+        return loss, {"loss_d": loss.detach(), "w_distance": distance.detach(), "gp": penalty.detach()}
+
+    @staticmethod
+    def gradient_penalty(D, real, fake, labels) -> Tensor:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        score, _ = D(mixed, labels)
+        (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+        return (grad.flatten(1).float().norm(2, dim=1) - 1).square().mean()
+
+    def after_d_step(self, D):
+        pass
+
+
+class ACGANLoss(GanLoss):
+    """ACGAN (Odena et al. 2017), liver-lesion paper Sec. III-C.
+
+    D maximises Ls + Lc (source and class log-likelihoods); G maximises Lc - Ls, written here in
+    the usual non-saturating form (G minimises the BCE of its fakes as "real" plus their class CE).
+    """
+
+    def d_loss(self, D, real, fake, labels):
+        real_score, real_cls = D(real, labels)
+        fake_score, fake_cls = D(fake, labels)
+        source = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
+        klass = F.cross_entropy(real_cls.float(), labels) + F.cross_entropy(fake_cls.float(), labels)
+        accuracy = (real_cls.argmax(1) == labels).float().mean()
+        return source + klass, {"loss_d": (source + klass).detach(), "loss_cls": klass.detach(), "d_acc": accuracy.detach()}
+
+    def g_loss(self, D, fake, labels):
+        fake_score, fake_cls = D(fake, labels)
+        loss = F.softplus(-fake_score).mean() + F.cross_entropy(fake_cls.float(), labels)
+        return loss, {"loss_g": loss.detach()}
+
+
+LOSSES: Registry = Registry("objective")
+LOSSES.register("bce", lambda cfg: GanLoss())
+LOSSES.register("wgan-clip", lambda cfg: WassersteinClipLoss(cfg.clip))
+LOSSES.register("wgan-gp", lambda cfg: WassersteinGPLoss(cfg.gp_weight))
+LOSSES.register("acgan", lambda cfg: ACGANLoss())
+
+
+def build_loss(objective: str, cfg) -> GanLoss:
+    return LOSSES.get(objective)(cfg)

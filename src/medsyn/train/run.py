@@ -1,0 +1,142 @@
+"""A training run as a folder: create or resume it, load its data, train, leave nothing half-made."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from medsyn.config import TrainConfig, to_dict
+from medsyn.data import load_source
+from medsyn.data.types import LabeledImages
+from medsyn.errors import ConfigError, DataError, RunError
+from medsyn.models.base import ModelSpec
+from medsyn.train.checkpoint import CHECKPOINT, load_checkpoint
+from medsyn.train.loop import Trainer, TrainResult
+from medsyn.train.setup import resolve_config
+
+# keys a resumed run may change: they say how long and where it runs, not what it learns
+RESUMABLE_KEYS = {"steps", "epochs", "device", "log_every", "ckpt_every", "grid_every", "amp"}
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How the training images are read (saved with the run, so --resume needs no --data)."""
+
+    source: str
+    manifest: str | None = None
+    axis: int = 2
+    slices: tuple[int, int] | None = None
+    window: tuple[float, float] | None = None
+
+
+def fingerprint(data: LabeledImages) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.images).tobytes())
+    digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_training_data(options: DataOptions, cfg: TrainConfig) -> LabeledImages:
+    data = load_source(options.source, size=cfg.size, channels=cfg.channels, interpolation=cfg.interpolation,
+                       manifest=options.manifest, axis=options.axis, slices=options.slices, window=options.window)
+    if data.splits is not None and len(set(data.splits.tolist())) > 1:
+        if cfg.split not in set(data.splits.tolist()):
+            raise DataError(options.source, f"has no {cfg.split!r} split (it has {sorted(set(data.splits.tolist()))})")
+        data = data.split(cfg.split)
+    counts = data.class_counts()
+    empty = [data.class_names[k] for k, c in enumerate(counts) if c == 0]
+    if cfg.per_class and empty:
+        raise DataError(options.source, f"class {empty[0]!r} has no images; per-class training needs every class")
+    if len(data) < 2:
+        raise DataError(options.source, f"needs at least 2 images to train, found {len(data)}")
+    return data
+
+
+def _data_info(options: DataOptions, data: LabeledImages) -> dict[str, Any]:
+    load = asdict(options)
+    load["source"] = str(Path(options.source).resolve()) if Path(options.source.split(":")[0]).exists() else options.source
+    return {
+        "load": load, "format": data.format, "class_names": list(data.class_names), "class_counts": data.class_counts(),
+        "images": len(data), "size": data.size, "channels": data.channels, "bit_depth": data.bit_depth,
+        "fingerprint": fingerprint(data), "notices": list(data.notices),
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class PreparedRun:
+    trainer: Trainer
+    spec: ModelSpec
+    data: LabeledImages
+    notices: list[str] = field(default_factory=list)
+
+
+def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptions | None, resume: bool) -> PreparedRun:
+    """Validate everything (config, data, run folder) before anything is written."""
+    out = Path(out)
+    state = None
+    if resume:
+        state = load_checkpoint(out)
+        changed = {k for layer in layers for k, v in layer.items() if k not in RESUMABLE_KEYS and state["config"].get(k) != v}
+        if changed:
+            raise ConfigError(f"{out}: cannot change {', '.join(sorted(changed))} when resuming; start a new --out instead")
+        stored = dict(state["config"])
+        if any(k in layer for layer in layers for k in ("steps", "epochs")):
+            # a new run length replaces the stored one, whichever of steps/epochs gave it
+            stored.pop("steps"), stored.pop("epochs")
+        layers = [stored, *layers]
+        if data_options is None:
+            load = state["data"]["load"]
+            data_options = DataOptions(load["source"], load["manifest"], load["axis"],
+                                       tuple(load["slices"]) if load["slices"] else None,
+                                       tuple(load["window"]) if load["window"] else None)
+    else:
+        if (out / CHECKPOINT).exists():
+            raise RunError(f"{out}: a run is already here; pass --resume to continue it or choose another --out")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RunError(f"{out}: exists and is not empty; choose another --out")
+        if data_options is None:
+            raise ConfigError("--data is required for a new run")
+    cfg, spec = resolve_config(*layers)
+    data = load_training_data(data_options, cfg)
+    info = _data_info(data_options, data)
+    if state is not None and state["data"]["fingerprint"] != info["fingerprint"]:
+        raise RunError(f"{out}: the data differ from the data this run was trained on; resume with the same --data")
+    trainer = Trainer(cfg, spec, data, out, info)
+    if state is not None:
+        trainer.load_state_dict(state)
+    notices = list(data.notices)
+    if cfg.per_class and not any(l.get("per_class") for l in layers):
+        notices.append(f"{spec.name} has no class input: training one generator per class")
+    note = spec.size_note(data.size)
+    if note:
+        notices.append(note)
+    return PreparedRun(trainer, spec, data, notices)
+
+
+def execute_run(prepared: PreparedRun, on_progress: Callable | None = None) -> TrainResult:
+    """Create the run folder and train; a run that fails before its first checkpoint leaves no folder."""
+    trainer = prepared.trainer
+    out = trainer.run_dir
+    created = not out.exists() or not any(out.iterdir())
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False))
+    _write_atomic(out / "data.json", json.dumps(trainer.data_info, indent=2))
+    try:
+        return trainer.fit(on_progress)
+    except BaseException:
+        if created and not (out / CHECKPOINT).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise

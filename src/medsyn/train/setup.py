@@ -1,0 +1,84 @@
+"""Everything a run needs before its first step: device, config resolution, networks, optimisers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from medsyn.config import TrainConfig, build_config
+from medsyn.errors import ConfigError
+from medsyn.models import MODELS, create_discriminator, create_generator
+from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions
+from medsyn.models.perclass import PerClassDiscriminator, PerClassGenerator
+
+MIN_SIZE, MAX_SIZE = 28, 256
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def resolve_config(*layers: dict[str, Any]) -> tuple[TrainConfig, ModelSpec]:
+    """Config = TrainConfig defaults < the model paper's defaults < user layers (file, --set, flags)."""
+    user = {}
+    for layer in layers:
+        user.update(layer)
+    spec = MODELS.get(str(user.get("model", TrainConfig.model)))
+    cfg = build_config(spec.train_defaults, *layers)
+    if spec.conditioning == Conditioning.ALWAYS and cfg.per_class:
+        raise ConfigError(f"{spec.name} is class-conditional by design; drop --per-class")
+    if spec.conditioning == Conditioning.NEVER and not cfg.per_class:
+        # Vanilla GAN has no labels: labeled output needs one generator per class.
+        cfg = replace(cfg, per_class=True)
+    return cfg, spec
+
+
+@dataclass
+class Networks:
+    generator: nn.Module
+    discriminator: nn.Module
+    image_spec: ImageSpec
+
+
+def build_networks(spec: ModelSpec, cfg: TrainConfig, size: int, channels: int, num_classes: int) -> Networks:
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ConfigError(f"image size {size} is outside {MIN_SIZE}..{MAX_SIZE}; pass --set size=64 to resize")
+    options = NetOptions(z_dim=cfg.z_dim, width=cfg.width)
+    if cfg.per_class:
+        single = ImageSpec(size, channels, 0)
+        G = PerClassGenerator([create_generator(spec.name, single, options) for _ in range(num_classes)])
+        D = PerClassDiscriminator([create_discriminator(spec.name, single, options) for _ in range(num_classes)])
+    else:
+        image_spec = ImageSpec(size, channels, num_classes)
+        G, D = create_generator(spec.name, image_spec, options), create_discriminator(spec.name, image_spec, options)
+    return Networks(G, D, ImageSpec(size, channels, num_classes))
+
+
+def build_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "adam":
+        fused = device.type == "cuda"  # one kernel per step on the GPU; CPU keeps the reference path
+        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def learning_rate_scale(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    if cfg.lr_drop_at is not None and step >= cfg.lr_drop_at * total_steps:
+        return cfg.lr_drop_factor
+    return 1.0
+
+
+def sample_latent(n: int, cfg: TrainConfig, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    if cfg.z_dist == "uniform":  # the papers' U[-1, 1]
+        return torch.rand(n, cfg.z_dim, device=device, generator=generator) * 2 - 1
+    return torch.randn(n, cfg.z_dim, device=device, generator=generator)

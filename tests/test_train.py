@@ -1,0 +1,134 @@
+"""Training: every registered model trains and samples; resume equals an uninterrupted run; guards."""
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from medsyn.data.types import LabeledImages
+from medsyn.errors import DivergenceError, RunError
+from medsyn.models import MODELS
+from medsyn.sample import load_generator, synthesize, write_samples
+from medsyn.train.run import execute_run, prepare_run
+
+TINY = {"width": 0.0625, "batch": 4, "log_every": 1, "ckpt_every": 2, "grid_every": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def make_npz(tmp_path):
+    def make(size=28, channels=1, n_per_class=6, classes=3, name="toy.npz"):
+        rng = np.random.default_rng(0)
+        shape = (n_per_class * classes, size, size) + ((3,) if channels == 3 else ())
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        labels = np.repeat(np.arange(classes), n_per_class).reshape(-1, 1)
+        path = tmp_path / name
+        np.savez(path, train_images=images, train_labels=labels)
+        return str(path)
+    return make
+
+
+def _train(run_dir, data, **overrides):
+    from medsyn.train.run import DataOptions
+    prepared = prepare_run(run_dir, [{**TINY, **overrides}], DataOptions(data) if data else None, resume=data is None)
+    return prepared, execute_run(prepared)
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("size,channels", [(28, 1), (40, 3)])
+def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels):
+    data = make_npz(size=size, channels=channels)
+    prepared, result = _train(tmp_path / "run", data, model=name, steps=2)
+    assert result.step == 2 and np.isfinite(list(result.last_stats.values())).all()
+    run = tmp_path / "run"
+    for produced in ("checkpoint.pt", "config.yaml", "data.json", "grid_latest.png"):
+        assert (run / produced).is_file(), produced
+    out = write_samples(run, tmp_path / "samples", n_per_class=2, seed=1, device="cpu")
+    lines = (out / "manifest.csv").read_text().splitlines()
+    assert lines[0].startswith("path,label,class_name,model,checkpoint_sha256,step,seed,index")
+    assert len(lines) == 1 + 3 * 2
+    assert sorted(p.name for p in out.glob("grid_*.png")) == ["grid_class_0.png", "grid_class_1.png", "grid_class_2.png"]
+
+
+@pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("dcgan", {"per_class": True}), ("wgan-gp", {"critic_steps": 2}),
+                                            ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"})])
+def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
+    data = make_npz()
+    straight, _ = _train(tmp_path / "straight", data, model=name, steps=4, **overrides)
+    _train(tmp_path / "split", data, model=name, steps=2, **overrides)
+    resumed, result = _train(tmp_path / "split", None, steps=4)
+    assert result.step == 4
+    a, b = straight.trainer.state_dict(), resumed.trainer.state_dict()
+    for key in ("generator", "discriminator", "generator_ema"):
+        assert _states_equal(a[key], b[key]), key
+
+
+def test_same_seed_same_samples(tmp_path, make_npz):
+    data = make_npz()
+    _train(tmp_path / "a", data, steps=2)
+    _train(tmp_path / "b", data, steps=2)
+    x1, y1 = synthesize(load_generator(tmp_path / "a", "cpu"), 3, seed=5)
+    x2, _ = synthesize(load_generator(tmp_path / "b", "cpu"), 3, seed=5)
+    x3, _ = synthesize(load_generator(tmp_path / "a", "cpu"), 3, seed=6)
+    assert np.array_equal(x1, x2) and not np.array_equal(x1, x3)
+    assert y1.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # image i of a class does not depend on how many are drawn (up to conv rounding at another batch size)
+    x4, _ = synthesize(load_generator(tmp_path / "a", "cpu"), 5, seed=5)
+    np.testing.assert_allclose(x4[:3], x1[:3], atol=1e-6)
+
+
+def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, make_npz, monkeypatch):
+    from medsyn.train import losses
+
+    original = losses.GanLoss.g_loss
+
+    def poisoned(self, D, fake, labels):
+        loss, stats = original(self, D, fake, labels)
+        poisoned.calls += 1
+        if poisoned.calls >= 3:
+            stats["loss_g"] = stats["loss_g"] * float("nan")
+        return loss, stats
+
+    poisoned.calls = 0
+    monkeypatch.setattr(losses.GanLoss, "g_loss", poisoned)
+    with pytest.raises(DivergenceError, match="step 3: loss_g is nan.*step 2"):
+        _train(tmp_path / "run", make_npz(), steps=6)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
+
+
+def test_ctrl_c_saves_a_finished_step_and_resume_matches(tmp_path, make_npz):
+    from medsyn.train.run import DataOptions
+
+    data = make_npz()
+    prepared = prepare_run(tmp_path / "run", [{**TINY, "steps": 5, "ckpt_every": 100}], DataOptions(data), False)
+
+    def interrupt(step, total, values, rate):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = execute_run(prepared, interrupt)
+    assert result.interrupted and result.step == 3
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    resumed, result = _train(tmp_path / "run", None)
+    straight, _ = _train(tmp_path / "straight", data, steps=5, ckpt_every=100)
+    assert result.step == 5
+    assert _states_equal(straight.trainer.state_dict()["generator"], resumed.trainer.state_dict()["generator"])
+
+
+def test_new_run_refuses_an_existing_run_and_resume_refuses_changes(tmp_path, make_npz):
+    data = make_npz()
+    _train(tmp_path / "run", data, steps=1)
+    with pytest.raises(RunError, match="--resume"):
+        _train(tmp_path / "run", data, steps=2)
+    with pytest.raises(Exception, match="cannot change lr_g"):
+        _train(tmp_path / "run", None, steps=2, lr_g=1.0)
+
+
+def test_epochs_set_the_run_length(tmp_path, make_npz):
+    prepared, result = _train(tmp_path / "run", make_npz(n_per_class=8), epochs=2, batch=6)
+    assert result.step == 8  # 24 images, batch 6: 4 steps an epoch
