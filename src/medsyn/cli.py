@@ -1,0 +1,209 @@
+"""The `medsyn` command line: a thin Typer layer over the package (nothing imports this module)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from medsyn.errors import ConfigError, MedsynError
+
+app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Inspect data sources and make the built-in phantom dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _slices(text: Optional[str]) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        lo, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--slices takes LO:HI (e.g. 30:130), got {text!r}") from None
+    return lo, hi
+
+
+def _window(text: Optional[str]) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        centre, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--window takes CENTRE,WIDTH (e.g. 40,400), got {text!r}") from None
+    return centre, width
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
+
+
+ManifestOpt = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id] for folder, DICOM or NIfTI data.")
+AxisOpt = typer.Option(2, "--axis", help="NIfTI: axis to slice along.")
+SlicesOpt = typer.Option(None, "--slices", help="NIfTI: keep slices LO:HI (the brain-MRI paper kept 30:130).")
+WindowOpt = typer.Option(None, "--window", help="DICOM: window CENTRE,WIDTH (default: the file's own).")
+
+
+@data_app.command("info")
+def data_info(
+    source: str = typer.Argument(..., help="A .npz (path.npz:test for one split), a MedMNIST name, a class-folder tree, DICOM, NIfTI or a .csv manifest."),
+    manifest: Optional[str] = ManifestOpt, axis: int = AxisOpt, slices: Optional[str] = SlicesOpt,
+    window: Optional[str] = WindowOpt,
+):
+    """Print format, classes with counts, image size and channels, splits and patients."""
+    from medsyn.data import describe, load_source
+
+    ds = load_source(source, manifest=manifest, axis=axis, slices=_slices(slices), window=_window(window))
+    table = Table(title=f"medsyn data info: {source}", show_header=False)
+    for key, value in describe(ds):
+        table.add_row(key, value)
+    out_console.print(table)
+
+
+@data_app.command("phantoms")
+def data_phantoms(
+    out: Path = typer.Option(..., "--out", help="Folder to create (class folders of PNG + manifest.csv)."),
+    size: int = typer.Option(64, "--size", help="Image side, 28 to 256."),
+    per_class: int = typer.Option(60, "--per-class", help="Images per class."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Make the built-in CT liver-lesion phantoms (cyst, metastasis, hemangioma), offline and deterministic."""
+    from medsyn.data.phantoms import write_phantoms
+
+    write_phantoms(out, size=size, per_class=per_class, seed=seed)
+    out_console.print(f"wrote {3 * per_class} phantom lesion ROIs ({size}x{size}) to {out}")
+
+
+@app.command("models")
+def models():
+    """List the registered generators, one a line: name, then the paper it follows."""
+    from medsyn.models import MODELS
+
+    for name in MODELS:
+        spec = MODELS.get(name)
+        out_console.print(f"{name}\t{spec.paper}", highlight=False, soft_wrap=True)
+
+
+@app.command("augment")
+def augment(
+    source: str = typer.Argument(..., help="Data source (as for `medsyn data info`)."),
+    preset: str = typer.Option(..., "--preset", help="liver-lesion | brain-mri | retina"),
+    copies: int = typer.Option(..., "--copies", help="Augmented copies per image (originals are kept too)."),
+    out: Path = typer.Option(..., "--out"),
+    seed: int = typer.Option(0, "--seed"),
+    manifest: Optional[str] = ManifestOpt,
+):
+    """Write a classically augmented copy of a dataset (the papers' presets), with manifest and grids."""
+    from medsyn.augment import build_preset, write_augmented
+    from medsyn.data import load_source
+
+    if copies < 1:
+        raise ConfigError(f"--copies must be at least 1, got {copies}")
+    ds = load_source(source, manifest=manifest)
+    build_preset(preset, ds.size)  # reject an unknown preset before any work
+    write_augmented(ds, out, preset, copies, seed=seed)
+    out_console.print(f"wrote {len(ds) * (copies + 1)} images ({len(ds)} originals + {copies} copies each) to {out}")
+
+
+@app.command("train")
+def train(
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, config, TensorBoard logs, grids)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training data (any source `medsyn data info` reads); optional with --resume."),
+    model: Optional[str] = typer.Option(None, "--model", help="Generator from `medsyn models` (default dcgan)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total generator steps of the run."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Total passes over the training images."),
+    per_class: Optional[bool] = typer.Option(None, "--per-class/--conditional", help="One generator per class, or one conditioned on all classes."),
+    batch: Optional[int] = typer.Option(None, "--batch"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (same result as never stopping)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
+    set_: list[str] = typer.Option([], "--set", help="key=value config override (repeatable)."),
+    manifest: Optional[str] = ManifestOpt, axis: int = AxisOpt, slices: Optional[str] = SlicesOpt,
+    window: Optional[str] = WindowOpt,
+):
+    """Train a GAN on labeled images."""
+    from medsyn.config import load_yaml, parse_overrides
+    from medsyn.train.run import DataOptions, execute_run, prepare_run
+
+    flags = {"model": model, "steps": steps, "epochs": epochs, "per_class": per_class, "batch": batch,
+             "seed": seed, "device": device}
+    layers = [load_yaml(config) if config else {}, parse_overrides(set_), {k: v for k, v in flags.items() if v is not None}]
+    options = DataOptions(data, manifest, axis, _slices(slices), _window(window)) if data else None
+    prepared = prepare_run(out, layers, options, resume)
+    trainer = prepared.trainer
+    for notice in prepared.notices:
+        console.print(f"[yellow]notice:[/] {notice}")
+    console.print(f"training {prepared.spec.name} on {len(prepared.data)} images "
+                  f"({prepared.data.size}x{prepared.data.size}x{prepared.data.channels}, {prepared.data.num_classes} classes) "
+                  f"on {trainer.device}, steps {trainer.step}->{trainer.total_steps}")
+    with _progress() as progress:
+        task = progress.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
+
+        def on_progress(step, total, values, rate):
+            info = " ".join(f"{k} {v:.3f}" for k, v in values.items()) + (f" | {rate:,.0f} img/s" if rate else "")
+            progress.update(task, completed=step, info=info)
+
+        result = execute_run(prepared, on_progress)
+    if result.interrupted:
+        console.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: "
+                      f"medsyn train --out {out} --resume")
+        raise typer.Exit(130)
+    out_console.print(f"trained {result.step} steps; run folder {out} (checkpoint.pt, grid_latest.png, tensorboard/)")
+
+
+@app.command("sample")
+def sample(
+    run: Path = typer.Argument(..., help="A run folder made by `medsyn train`."),
+    n_per_class: int = typer.Option(..., "--n-per-class", help="Images to synthesise per class."),
+    out: Path = typer.Option(..., "--out", help="Folder to create."),
+    fmt: str = typer.Option("png", "--format", help="png (class folders) or npz (MedMNIST-style)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+):
+    """Write a labeled synthetic dataset from a trained run, with manifest.csv and a grid per class."""
+    from medsyn.sample import write_samples
+
+    with _progress() as progress:
+        task = progress.add_task("sample", total=None, info="")
+        started = time.perf_counter()
+        done = [0]
+
+        def on_batch(n):
+            done[0] += n
+            progress.update(task, completed=done[0], info=f"{done[0] / (time.perf_counter() - started):,.0f} img/s")
+
+        write_samples(run, out, n_per_class, fmt=fmt, seed=seed, device=device, on_batch=on_batch)
+    out_console.print(f"wrote {done[0]} synthetic images to {out} (manifest.csv, grid_<class>.png)")
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("medsyn-demo"), "--out", help="Folder for the demo's data, run and samples."),
+    steps: int = typer.Option(1500, "--steps", help="Training steps (the default takes a few minutes on 2 CPU cores)."),
+    device: str = typer.Option("auto", "--device"),
+):
+    """Offline end-to-end demo on the built-in phantoms: data -> conditional GAN -> labeled synthetic set."""
+    from medsyn.demo import run_demo
+
+    run_demo(out, steps=steps, device=device, console=console, progress_factory=_progress)
+
+
+def main() -> None:
+    try:
+        app()
+    except MedsynError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()
