@@ -107,6 +107,9 @@ def augment(
 
     if copies < 1:
         raise ConfigError(f"--copies must be at least 1, got {copies}")
+    from medsyn.imageio import ensure_new_dir
+
+    ensure_new_dir(out)
     ds = load_source(source, manifest=manifest)
     build_preset(preset, ds.size)  # reject an unknown preset before any work
     write_augmented(ds, out, preset, copies, seed=seed)
@@ -170,8 +173,11 @@ def sample(
     device: str = typer.Option("auto", "--device"),
 ):
     """Write a labeled synthetic dataset from a trained run, with manifest.csv and a grid per class."""
-    from medsyn.sample import write_samples
+    from medsyn.imageio import ensure_new_dir
+    from medsyn.sample import load_generator, write_samples
 
+    ensure_new_dir(out)
+    loaded = load_generator(run, device)  # a missing or broken run fails here, before the progress bar
     with _progress() as progress:
         task = progress.add_task("sample", total=None, info="")
         started = time.perf_counter()
@@ -181,7 +187,7 @@ def sample(
             done[0] += n
             progress.update(task, completed=done[0], info=f"{done[0] / (time.perf_counter() - started):,.0f} img/s")
 
-        write_samples(run, out, n_per_class, fmt=fmt, seed=seed, device=device, on_batch=on_batch)
+        write_samples(loaded, out, n_per_class, fmt=fmt, seed=seed, on_batch=on_batch)
     out_console.print(f"wrote {done[0]} synthetic images to {out} (manifest.csv, grid_<class>.png)")
 
 

@@ -53,6 +53,13 @@ def save_grid(path: str | Path, images: np.ndarray, nrow: int = 8, upscale_to: i
     os.replace(tmp, path)
 
 
+def ensure_new_dir(out: str | Path) -> None:
+    """Refuse an output folder that exists and is not empty (checked before any long work starts)."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise RunError(f"{out}: already exists; choose another --out or remove it")
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out`` and rename it to ``out`` only if the block succeeds.
@@ -60,11 +67,10 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     A crash or Ctrl-C inside the block leaves no half-written ``out`` behind.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
+    if not overwrite:
+        ensure_new_dir(out)
+        if out.exists():
             out.rmdir()
-        else:
-            raise RunError(f"{out}: already exists; choose another --out or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from medsyn.errors import ConfigError
-from medsyn.imageio import atomic_dir, class_dir_name, save_grid, to_uint, write_image_folder
+from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
 from medsyn.train.batches import step_seed
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
 from medsyn.train.logging import generate
@@ -65,14 +65,18 @@ def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int 
     return np.concatenate(images), np.concatenate(labels)
 
 
-def write_samples(run_dir: str | Path, out: str | Path, n_per_class: int, fmt: str = "png", seed: int = 0,
+def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_class: int, fmt: str = "png", seed: int = 0,
                   device: str = "auto", on_batch: Callable[[int], None] | None = None) -> Path:
-    """Sample a run into ``out`` (class folders of PNG, or samples.npz), with manifest.csv and grids."""
+    """Sample a run (its folder, or a generator already loaded from it) into ``out``.
+
+    Writes class folders of PNG (or samples.npz), manifest.csv and a grid per class, atomically.
+    """
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format must be png or npz, got {fmt!r}")
     if n_per_class < 1:
         raise ConfigError(f"--n-per-class must be at least 1, got {n_per_class}")
-    loaded = load_generator(run_dir, device)
+    ensure_new_dir(out)
+    loaded = run if isinstance(run, LoadedGenerator) else load_generator(run, device)
     images, labels = synthesize(loaded, n_per_class, seed, on_batch=on_batch)
     names = loaded.data["class_names"] if loaded.model["num_classes"] else ["all"]
     bit_depth = int(loaded.data.get("bit_depth", 8))

@@ -140,20 +140,22 @@ class Trainer:
         self._set_lr()
         stats: dict[str, torch.Tensor] = {}
         for phase in range(cfg.critic_steps):
+            last = phase == cfg.critic_steps - 1
             real, labels = self._real_batch(self.step * cfg.critic_steps + phase)
             z = sample_latent(real.shape[0], cfg, self.device)
             with self.autocast():
-                with torch.no_grad():
+                # The last phase's fakes keep their graph and serve the G step too (as the PyTorch
+                # DCGAN example does): one generator forward per step instead of two.
+                with torch.set_grad_enabled(last):
                     fake = self.G(z, labels)
-                loss_d, stats_d = self.loss.d_loss(self.D, real, fake, labels)
+                loss_d, stats_d = self.loss.d_loss(self.D, real, fake.detach(), labels)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
             self.loss.after_d_step(self.D)
         stats.update(stats_d)
-        z = sample_latent(real.shape[0], cfg, self.device)
         with self.autocast():
-            loss_g, stats_g = self.loss.g_loss(self.D, self.G(z, labels), labels)
+            loss_g, stats_g = self.loss.g_loss(self.D, fake, labels)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

@@ -1,0 +1,150 @@
+"""Training speed: medsyn's training step against the plain PyTorch DCGAN example loop, in one process.
+
+The baseline is the loop of the PyTorch DCGAN example (examples/dcgan/main.py), written out here:
+images decoded from PNG files by torchvision's ImageFolder through a DataLoader (Resize, CenterCrop,
+ToTensor, Normalize), 3-channel 64x64, fp32, BCE on a sigmoid output, and `.item()` on every loss
+every step. Both loops train the same generator and discriminator (medsyn's registered model at the
+chosen width), so the ratio measures the training loop and data path, not a choice of network.
+
+    python bench/train_speed.py --model dcgan --size 64 --batch 64 --device cpu
+
+prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medsyn.data.types import LabeledImages
+from medsyn.models import MODELS, create_discriminator, create_generator
+from medsyn.models.base import ImageSpec, NetOptions
+from medsyn.train.loop import Trainer
+from medsyn.train.setup import resolve_config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "breastmnist_64.npz"
+
+
+def real_images(size: int, count: int) -> np.ndarray:
+    """(count, 3, size, size) float32 in [0, 1]: BreastMNIST-64 as RGB when present, else smooth noise."""
+    if SHARED.is_file():
+        with np.load(SHARED) as arrays:
+            grey = arrays["train_images"][:count].astype(np.float32) / 255
+        x = torch.from_numpy(grey)[:, None].repeat(1, 3, 1, 1)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False) if size != grey.shape[-1] else x
+        return x.numpy()
+    rng = np.random.default_rng(0)
+    return rng.random((count, 3, size, size), dtype=np.float32)
+
+
+def write_png_folder(images: np.ndarray, root: Path) -> Path:
+    from PIL import Image
+
+    (root / "all").mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray((np.moveaxis(img, 0, -1) * 255).round().astype(np.uint8)).save(root / "all" / f"{i}.png")
+    return root
+
+
+def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int, steps: int, warmup: int,
+                  device: torch.device) -> float:
+    """The DCGAN example's loop (its data path, BCE, .item() every step) on medsyn's networks."""
+    import torchvision.datasets as dset
+    import torchvision.transforms as transforms
+
+    dataset = dset.ImageFolder(root=str(folder), transform=transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
+                                         persistent_workers=True)
+    spec, options = ImageSpec(size, 3, 0), NetOptions(width=width)
+    netG, netD = create_generator(model, spec, options).to(device), create_discriminator(model, spec, options).to(device)
+    criterion = torch.nn.BCELoss()
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    done, started = 0, None
+    while done < warmup + steps:
+        for data, _ in loader:
+            if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+            if done == warmup + steps:
+                break
+            real = data.to(device)
+            netD.zero_grad()
+            label = torch.full((batch,), 1.0, device=device)
+            output = torch.sigmoid(netD(real, None)[0])
+            errD_real = criterion(output, label)
+            errD_real.backward()
+            noise = torch.randn(batch, 100, device=device)
+            fake = netG(noise, None)
+            label.fill_(0.0)
+            output = torch.sigmoid(netD(fake.detach(), None)[0])
+            errD_fake = criterion(output, label)
+            errD_fake.backward()
+            optD.step()
+            netG.zero_grad()
+            label.fill_(1.0)
+            output = torch.sigmoid(netD(fake, None)[0])
+            errG = criterion(output, label)
+            errG.backward()
+            optG.step()
+            _ = (errD_real.item() + errD_fake.item(), errG.item())  # the example prints these every step
+            done += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - started)
+
+
+def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps: int, warmup: int,
+                device: torch.device, run_dir: Path) -> float:
+    cfg, spec = resolve_config({"model": model, "width": width, "batch": batch, "device": str(device),
+                                "steps": warmup + steps, "per_class": False})
+    data = LabeledImages(images=images, labels=np.zeros(len(images), np.int64), class_names=["all"],
+                         source="bench", format="bench")
+    trainer = Trainer(cfg, spec, data, run_dir, {"class_names": ["all"]})
+    for _ in range(warmup):
+        trainer.train_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        stats = trainer.train_step()
+    float(stats["loss_g"])  # one sync at the end, as the loop syncs only at log steps
+    return steps * batch / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="dcgan", choices=MODELS.names())
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier of both networks (1 = paper)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per loop")
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    images = real_images(args.size, max(4 * args.batch, 512))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_png_folder(images, Path(tmp) / "png")
+        print(f"# {args.model} width {args.width} at {args.size}x{args.size}x3, batch {args.batch}, "
+              f"{args.steps} timed steps after {args.warmup} warm-up, device {device}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} CPU threads", flush=True)
+        base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
+        print(f"baseline  pytorch-dcgan-example-loop  {base:,.1f} img/s", flush=True)
+        ours = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device, Path(tmp) / "run")
+        print(f"medsyn    {args.model:<28}  {ours:,.1f} img/s")
+    print(f"ratio {ours / base:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

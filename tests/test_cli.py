@@ -1,0 +1,101 @@
+"""The command line as a user meets it: help, listings, one-line errors with exit status 2, end to end."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_dicom, write_png
+
+
+def medsyn(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "medsyn", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_every_command_has_help():
+    for command in ([], ["data"], ["data", "info"], ["data", "phantoms"], ["models"], ["augment"], ["train"],
+                    ["sample"], ["demo"]):
+        result = medsyn(*command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_models_lists_every_model_with_its_paper():
+    from medsyn.models import MODELS
+
+    lines = medsyn("models").stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == MODELS.names()
+    assert "Frid-Adar" in lines[0] and "Chuquicusma" in lines[MODELS.names().index("lungct-gan")]
+
+
+def test_data_info_on_real_medmnist(medmnist_dir):
+    out = medsyn("data", "info", medmnist_dir / "breastmnist_64.npz").stdout
+    assert "64x64" in out and "train 546, val 78, test 156" in out and "malignant 147" in out
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "corrupt" / "a").mkdir(parents=True)
+    (tmp_path / "corrupt" / "a" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    write_png(tmp_path / "corrupt" / "b" / "y.png", np.zeros((8, 8), np.uint8))
+    np.savez(tmp_path / "nan.npz", train_images=np.full((4, 28, 28), np.nan), train_labels=np.zeros((4, 1)))
+    np.savez(tmp_path / "nolabels.npz", train_images=np.zeros((4, 28, 28), np.uint8))
+    write_dicom(tmp_path / "dcm" / "a" / "n.dcm", None)
+    write_dicom(tmp_path / "dcm" / "b" / "ok.dcm", np.zeros((8, 8), np.uint16))
+    return tmp_path
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("missing", "no such file"),
+    ("corrupt", "x.png"),
+    ("nan.npz", "nan.npz"),
+    ("nolabels.npz", "train_labels"),
+    ("dcm", "n.dcm"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad_inputs, source, fragment):
+    path = bad_inputs / source
+    assert_one_line_error(medsyn("data", "info", path), fragment)
+    run = bad_inputs / f"run-{source}"
+    assert_one_line_error(medsyn("train", "--data", path, "--out", run, "--steps", "1"), fragment)
+    assert not run.exists()
+
+
+def test_bad_config_and_unknown_model(tmp_path, medmnist_dir):
+    data = medmnist_dir / "breastmnist.npz"
+    assert_one_line_error(medsyn("train", "--data", data, "--out", tmp_path / "r", "--set", "lr_gg=1"), "did you mean 'lr_g'")
+    assert_one_line_error(medsyn("train", "--data", data, "--out", tmp_path / "r", "--model", "dcgna"), "did you mean 'dcgan'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_resume_sample_end_to_end(tmp_path, medmnist_dir):
+    run, samples = tmp_path / "run", tmp_path / "synthetic"
+    tiny = ["--set", "width=0.0625", "--batch", "8", "--device", "cpu"]
+    first = medsyn("train", "--data", medmnist_dir / "breastmnist.npz", "--out", run, "--steps", "2", *tiny)
+    assert first.returncode == 0, first.stderr
+    again = medsyn("train", "--out", run, "--resume", "--steps", "3", "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+    assert "steps 2->3" in again.stderr
+    result = medsyn("sample", run, "--n-per-class", "3", "--out", samples, "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    pngs = sorted(p.relative_to(samples).as_posix() for p in samples.rglob("*.png") if not p.name.startswith("grid_"))
+    assert len(pngs) == 6 and (samples / "classes.txt").read_text().splitlines() == ["malignant", "normal, benign"]
+    # the synthetic folder reads back as a dataset with the same class order
+    info = medsyn("data", "info", samples).stdout
+    assert "malignant: 3" in info and "normal, benign: 3" in info
+    npz = medsyn("sample", run, "--n-per-class", "2", "--out", tmp_path / "npz", "--format", "npz")
+    assert npz.returncode == 0, npz.stderr
+    with np.load(tmp_path / "npz" / "samples.npz") as arrays:
+        assert arrays["train_images"].shape == (4, 28, 28) and arrays["train_labels"].ravel().tolist() == [0, 0, 1, 1]
+    assert_one_line_error(medsyn("sample", run, "--n-per-class", "2", "--out", samples), "already exists")
