@@ -39,7 +39,7 @@ class TrainConfig:
     z_dim: int = 100
     z_dist: str = "uniform"  # uniform in [-1, 1] | normal
     width: float = 1.0  # channel multiplier of both networks
-    ema_decay: float = 0.999  # EMA of generator weights, used for sampling
+    ema_decay: float = 0.995  # EMA of generator weights, used for sampling (ramped up from 0 early on)
     augment: str | None = None  # classic preset applied online to real images (on the device)
     # data
     size: int | None = None  # image side the model works at; default: the data's

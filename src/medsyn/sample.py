@@ -13,6 +13,7 @@ from medsyn.errors import ConfigError
 from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
 from medsyn.train.batches import step_seed
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
+from medsyn.train.ema import calibration_inputs, recalibrate_batch_norm
 from medsyn.train.logging import generate
 from medsyn.train.setup import build_networks, resolve_config, resolve_device, sample_latent
 
@@ -40,7 +41,9 @@ def load_generator(run_dir: str | Path, device: str = "auto") -> LoadedGenerator
     nets = build_networks(spec, cfg, model["size"], model["channels"], model["num_classes"])
     nets.generator.load_state_dict(state["generator_ema"])
     torch_device = resolve_device(device)
-    return LoadedGenerator(nets.generator.to(torch_device).eval(), cfg, model, state["data"], int(state["step"]),
+    generator = nets.generator.to(torch_device)
+    recalibrate_batch_norm(generator, calibration_inputs(cfg, model["num_classes"], torch_device, seed=cfg.seed))
+    return LoadedGenerator(generator, cfg, model, state["data"], int(state["step"]),
                            file_sha256(run_dir / CHECKPOINT), torch_device)
 
 

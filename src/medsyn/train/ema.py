@@ -15,10 +15,12 @@ class ModelEma:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        # Ramp-up: early on the generator changes fast, so a long average would only blur it.
+        decay = min(self.decay, (1 + step) / (10 + step))
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
             ema_buf.copy_(buf)
 
@@ -27,3 +29,39 @@ class ModelEma:
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(generator: nn.Module, make_inputs, batches: int = 16) -> nn.Module:
+    """Re-estimate BN running statistics of ``generator`` for its own (EMA) weights, in place.
+
+    Averaged weights with statistics copied from the live generator do not match each other, and a
+    BN generator in eval mode then renders dark, washed-out images ("standing statistics", BigGAN).
+    ``make_inputs(i) -> (z, labels)`` gives batch i; the result is in eval mode.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return generator.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    generator.train()
+    for i in range(batches):
+        generator(*make_inputs(i))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    return generator.eval()
+
+
+def calibration_inputs(cfg, num_classes: int, device: torch.device, seed: int, batch: int = 64):
+    """Seeded (z, labels) batches with classes balanced, for ``recalibrate_batch_norm``."""
+    from medsyn.train.batches import step_seed
+    from medsyn.train.setup import sample_latent
+
+    def make(i: int):
+        gen = torch.Generator().manual_seed(step_seed(seed, i, stream=77))
+        labels = torch.arange(batch) % max(1, num_classes)
+        return sample_latent(batch, cfg, torch.device("cpu"), generator=gen).to(device), labels.to(device)
+
+    return make

@@ -1,6 +1,7 @@
 """TensorBoard scalars and fixed-noise sample grids written into the run folder."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from medsyn.imageio import make_grid, save_grid
+from medsyn.train.ema import calibration_inputs, recalibrate_batch_norm
 from medsyn.train.batches import step_seed
 from medsyn.train.setup import sample_latent
 
@@ -44,6 +46,7 @@ class RunLogger:
         self.labels = torch.arange(classes).repeat_interleave(PER_CLASS_IN_GRID).to(trainer.device)
         self.z = sample_latent(len(self.labels), trainer.cfg, torch.device("cpu"), generator=gen).to(trainer.device)
         (run_dir / "grids").mkdir(exist_ok=True)
+        self._calibration_inputs = calibration_inputs(trainer.cfg, classes, trainer.device, seed=trainer.cfg.seed)
 
     def scalars(self, step: int, values: dict[str, float], images_per_second: float) -> None:
         for key, value in values.items():
@@ -52,7 +55,9 @@ class RunLogger:
 
     def grid(self, step: int) -> None:
         """One row per class from the EMA generator: PNG in grids/ and an image per class in TensorBoard."""
-        images = generate(self.trainer.ema.module, self.z, self.labels)
+        ema = copy.deepcopy(self.trainer.ema.module)
+        recalibrate_batch_norm(ema, self._calibration_inputs)
+        images = generate(ema, self.z, self.labels)
         save_grid(self.run_dir / "grids" / f"step_{step:07d}.png", images, nrow=PER_CLASS_IN_GRID)
         save_grid(self.run_dir / "grid_latest.png", images, nrow=PER_CLASS_IN_GRID)
         names = self.trainer.data_info.get("class_names", [])

@@ -159,7 +159,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        self.ema.update(self.G)
+        self.ema.update(self.G, self.step)
         stats.update(stats_g)
         self.step += 1
         return stats
