@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from medsyn.errors import ConfigError, MedsynError
+from medsyn.ui import console, out_console, progress as _progress
 
 app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Inspect data sources and make the built-in phantom dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
-out_console = Console()
 
 
 def _slices(text: Optional[str]) -> tuple[int, int] | None:
@@ -39,11 +36,6 @@ def _window(text: Optional[str]) -> tuple[float, float] | None:
     except ValueError:
         raise ConfigError(f"--window takes CENTRE,WIDTH (e.g. 40,400), got {text!r}") from None
     return centre, width
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
 
 
 ManifestOpt = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id] for folder, DICOM or NIfTI data.")

@@ -75,6 +75,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _check_unchanged(out: Path, resolved: dict[str, Any], stored: dict[str, Any]) -> None:
+    # compare typed values: "--set width=0.25" arrives as a string but resolves to the stored 0.25
+    def same(a, b):
+        return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    changed = {k for k, v in resolved.items() if k not in RESUMABLE_KEYS and k in stored and not same(v, stored[k])}
+    if changed:
+        raise ConfigError(f"{out}: cannot change {', '.join(sorted(changed))} when resuming; start a new --out instead")
+
+
 @dataclass
 class PreparedRun:
     trainer: Trainer
@@ -89,9 +98,6 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     state = None
     if resume:
         state = load_checkpoint(out)
-        changed = {k for layer in layers for k, v in layer.items() if k not in RESUMABLE_KEYS and state["config"].get(k) != v}
-        if changed:
-            raise ConfigError(f"{out}: cannot change {', '.join(sorted(changed))} when resuming; start a new --out instead")
         stored = dict(state["config"])
         if any(k in layer for layer in layers for k in ("steps", "epochs")):
             # a new run length replaces the stored one, whichever of steps/epochs gave it
@@ -110,6 +116,8 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
         if data_options is None:
             raise ConfigError("--data is required for a new run")
     cfg, spec = resolve_config(*layers)
+    if state is not None:
+        _check_unchanged(out, to_dict(cfg), state["config"])
     data = load_training_data(data_options, cfg)
     info = _data_info(data_options, data)
     if state is not None and state["data"]["fingerprint"] != info["fingerprint"]:

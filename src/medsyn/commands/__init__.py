@@ -1,0 +1,1 @@
+"""Typer command functions for the evaluation commands; cli.py registers them."""
