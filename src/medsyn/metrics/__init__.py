@@ -1,0 +1,1 @@
+"""Metrics: image-set fidelity (features, FID) and downstream classification (metrics, statistics)."""
