@@ -1,0 +1,137 @@
+"""Training sets of the experiment arms, as in the brain-MRI paper's DA setups.
+
+``real`` is the real training split; ``classic`` adds classic-augmentation copies of it;
+``synthetic`` adds GAN images; ``classic+synthetic`` adds both. Synthetic images are taken in
+equal numbers per class, so adding them never changes the class balance the GAN was given.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+from medsyn.data.types import LabeledImages
+from medsyn.errors import ConfigError, DataError
+
+
+class Arm(StrEnum):
+    REAL = "real"
+    CLASSIC = "classic"
+    SYNTHETIC = "synthetic"
+    CLASSIC_SYNTHETIC = "classic+synthetic"
+
+
+def arm_for(classic: bool, synthetic: bool) -> Arm:
+    """The arm a command line asks for: real, plus classic and/or synthetic images."""
+    return [[Arm.REAL, Arm.SYNTHETIC], [Arm.CLASSIC, Arm.CLASSIC_SYNTHETIC]][bool(classic)][bool(synthetic)]
+
+
+def check_compatible(real: LabeledImages, synthetic: LabeledImages) -> None:
+    """Refuse a synthetic set that cannot join the real one: other classes, image size or channels.
+
+    Raises:
+        DataError: naming both sources and what differs.
+    """
+    where = f"real data {real.source}"
+    if list(real.class_names) != list(synthetic.class_names):
+        raise DataError(synthetic.source, f"classes {list(synthetic.class_names)} differ from the {where} "
+                                          f"{list(real.class_names)} (same names in the same order needed)")
+    if real.size != synthetic.size:
+        raise DataError(synthetic.source, f"images are {synthetic.size}x{synthetic.size}, the {where} is "
+                                          f"{real.size}x{real.size}; sample at the real size")
+    if real.channels != synthetic.channels:
+        raise DataError(synthetic.source, f"images have {synthetic.channels} channel(s), the {where} has {real.channels}")
+
+
+def synthetic_per_class(real_train: LabeledImages, synthetic: LabeledImages, volume: int | float | None) -> int:
+    """Synthetic images to take from every class.
+
+    Args:
+        real_train: the real training set.
+        synthetic: the synthetic pool.
+        volume: an int is a count per class; a float is a multiple of the real set's mean
+            per-class count (1.0 adds as many synthetic images as there are real ones); None
+            takes the most the pool allows with equal classes.
+
+    Raises:
+        ConfigError: a non-positive volume.
+        DataError: the pool has too few images of some class.
+    """
+    available = np.bincount(synthetic.labels, minlength=synthetic.num_classes)
+    if volume is None:
+        return int(available.min())
+    if isinstance(volume, bool) or not isinstance(volume, (int, float, np.integer, np.floating)) or volume <= 0:
+        raise ConfigError(f"volume must be a positive count or multiple, got {volume!r}")
+    if isinstance(volume, (float, np.floating)):
+        wanted = max(1, round(float(volume) * len(real_train) / real_train.num_classes))
+    else:
+        wanted = int(volume)
+    short = int(np.argmin(available))
+    if available[short] < wanted:
+        raise DataError(synthetic.source, f"has only {available[short]} images of class "
+                                          f"{synthetic.class_names[short]!r}; the volume asks for {wanted} per class")
+    return wanted
+
+
+def take_balanced(synthetic: LabeledImages, per_class: int, seed: int) -> LabeledImages:
+    """``per_class`` images of every class, drawn without replacement (seeded), class-major."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(synthetic.labels == k))[:per_class] for k in range(synthetic.num_classes)]
+    return synthetic.subset(np.sort(np.concatenate(picks)))
+
+
+def concat(parts: list[LabeledImages], source: str) -> LabeledImages:
+    """One set from several with the same classes and geometry (patient ids kept only if all have them)."""
+    first = parts[0]
+    ids = None
+    if all(p.patient_ids is not None for p in parts):
+        ids = np.concatenate([np.asarray(p.patient_ids).astype(str) for p in parts])
+    return LabeledImages(
+        images=np.concatenate([p.images for p in parts]).astype(np.float32, copy=False),
+        labels=np.concatenate([p.labels for p in parts]).astype(np.int64, copy=False),
+        class_names=list(first.class_names), source=source, format="arm", bit_depth=first.bit_depth,
+        patient_ids=ids, notices=[n for p in parts for n in p.notices],
+    )
+
+
+def build_arm(
+    arm: str, real_train: LabeledImages, *, synthetic: LabeledImages | None = None,
+    classic_preset: str | None = None, classic_copies: int | None = 1, volume: int | float | None = None,
+    seed: int = 0,
+) -> LabeledImages:
+    """The training set of one arm.
+
+    Args:
+        arm: "real", "classic", "synthetic" or "classic+synthetic".
+        real_train: the real training split (never the validation or test images).
+        synthetic: the labeled synthetic pool (arms with synthetic images).
+        classic_preset: classic augmentation preset (arms with classic images).
+        classic_copies: augmented copies per real image; None: the preset's paper count.
+        volume: synthetic images per class (int) or a multiple of the real per-class count (float);
+            None takes the largest balanced subset of the pool.
+        seed: seeds the augmentation and the choice of synthetic images.
+
+    Returns:
+        real images first, then classic copies, then synthetic images.
+
+    Raises:
+        ConfigError: unknown arm, or a preset/synthetic set missing for the arm.
+        DataError: a synthetic set that does not fit the real one, or too small for the volume.
+    """
+    try:
+        arm = Arm(arm)
+    except ValueError:
+        raise ConfigError(f"unknown arm {arm!r}; known: {', '.join(a.value for a in Arm)}") from None
+    parts = [real_train]
+    if arm in (Arm.CLASSIC, Arm.CLASSIC_SYNTHETIC):
+        if not classic_preset:
+            raise ConfigError(f"arm {arm.value!r} needs a classic augmentation preset")
+        from medsyn.augment import augment_dataset
+
+        parts = [augment_dataset(real_train, classic_preset, classic_copies, seed=seed, include_original=True)]
+    if arm in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC):
+        if synthetic is None:
+            raise ConfigError(f"arm {arm.value!r} needs a synthetic image set")
+        check_compatible(real_train, synthetic)
+        parts.append(take_balanced(synthetic, synthetic_per_class(real_train, synthetic, volume), seed))
+    return concat(parts, source=f"{real_train.source} [{arm.value}]")

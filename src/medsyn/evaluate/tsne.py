@@ -1,0 +1,102 @@
+"""t-SNE of classifier features: where do classic and synthetic images fall among the real ones?
+
+As in the brain-MRI paper (section F), a random selection of images per class from each origin
+(real, classic, each generator) is embedded together; colour = class, marker = origin. The
+features are the penultimate layer of a classifier trained on real images, so the picture shows
+the space the downstream task uses. Staged: ``embed_sets`` computes, ``plot_embedding`` draws.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsyn.data.types import LabeledImages
+from medsyn.evaluate.classify import TrainedClassifier, extract_features
+
+PER_CLASS = 300  # images per class and origin, the brain-MRI paper's selection
+MARKERS = ("o", "^", "s", "x", "D", "v", "P", "*")
+
+
+@dataclass
+class Embedding:
+    """2-D t-SNE coordinates with each point's class and origin."""
+
+    coords: np.ndarray  # (N, 2)
+    labels: np.ndarray  # (N,) class index
+    origin: np.ndarray  # (N,) origin name ("real", "classic", a generator name)
+    class_names: list[str]
+    origins: list[str]
+
+
+def _select(ds: LabeledImages, per_class: int, rng: np.random.Generator) -> LabeledImages:
+    picks = [rng.permutation(np.flatnonzero(ds.labels == k))[:per_class] for k in range(ds.num_classes)]
+    return ds.subset(np.sort(np.concatenate(picks)))
+
+
+def embed_sets(trained: TrainedClassifier, sets: dict[str, LabeledImages], *, per_class: int = PER_CLASS,
+               seed: int = 0, perplexity: float = 30.0) -> Embedding:
+    """Embed up to ``per_class`` images per class of every origin in one t-SNE (deterministic for a seed).
+
+    Args:
+        trained: the classifier whose penultimate features are embedded.
+        sets: origin name -> images (same classes and geometry as the classifier's data).
+        per_class: images per class and origin, drawn at random (seeded).
+        seed: seeds the selection and t-SNE (PCA initialisation, fixed random_state).
+        perplexity: t-SNE perplexity; lowered for small selections (it must stay below N / 3).
+    """
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    features, labels, origin = [], [], []
+    for name, ds in sets.items():
+        chosen = _select(ds, per_class, rng)
+        features.append(extract_features(trained, chosen))
+        labels.append(chosen.labels)
+        origin += [name] * len(chosen)
+    x = np.concatenate(features).astype(np.float64)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"t-SNE needs at least 4 images, got {n}")
+    tsne = TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), init="pca", learning_rate="auto",
+                random_state=seed)
+    coords = tsne.fit_transform(x)
+    return Embedding(coords, np.concatenate(labels), np.array(origin), list(trained.class_names), list(sets))
+
+
+def plot_embedding(embedding: Embedding, path: str | Path, title: str | None = None) -> Path:
+    """Write the embedding as a PNG (colour = class, marker = origin), atomically."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(7, 6), dpi=120)  # a bare Figure: no pyplot state, renders with Agg
+    ax = fig.add_subplot()
+    colours = [f"C{k % 10}" for k in range(len(embedding.class_names))]
+    for j, origin in enumerate(embedding.origins):
+        for k in range(len(embedding.class_names)):
+            mask = (embedding.origin == origin) & (embedding.labels == k)
+            if mask.any():
+                ax.scatter(*embedding.coords[mask].T, s=12, c=colours[k], marker=MARKERS[j % len(MARKERS)],
+                           alpha=0.7, linewidths=0.8)
+    class_handles = [Line2D([], [], ls="", marker="o", color=c, label=n) for c, n in zip(colours, embedding.class_names)]
+    origin_handles = [Line2D([], [], ls="", marker=MARKERS[j % len(MARKERS)], color="0.3", label=o)
+                      for j, o in enumerate(embedding.origins)]
+    ax.add_artist(ax.legend(handles=class_handles, title="class", loc="upper left", fontsize=8))
+    ax.legend(handles=origin_handles, title="origin", loc="upper right", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "t-SNE of classifier features")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, format="png", bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_tsne(trained: TrainedClassifier, sets: dict[str, LabeledImages], path: str | Path, *, seed: int = 0,
+              per_class: int = PER_CLASS, title: str | None = None) -> Path:
+    """t-SNE of ``sets`` (origin -> images) in ``trained``'s feature space, written to ``path`` as PNG."""
+    return plot_embedding(embed_sets(trained, sets, per_class=per_class, seed=seed), path, title)
