@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from medsyn.commands.classify import classify as classify_command
+from medsyn.commands.fid import fid_command
+from medsyn.commands.study import study_command
 from medsyn.errors import ConfigError, MedsynError
 from medsyn.ui import console, out_console, progress as _progress
 
@@ -193,6 +196,12 @@ def demo(
     from medsyn.demo import run_demo
 
     run_demo(out, steps=steps, device=device, console=console, progress_factory=_progress)
+
+
+# Evaluation commands live in medsyn.commands (each module imports only typer at load time).
+app.command("fid")(fid_command)
+app.command("classify")(classify_command)
+app.command("study")(study_command)
 
 
 def main() -> None:

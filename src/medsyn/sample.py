@@ -98,7 +98,8 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
 def _write_npz(folder: Path, images: np.ndarray, labels: np.ndarray, names: list[str], bit_depth: int, rows) -> None:
     """MedMNIST-style arrays (all samples under the train_ keys), so any MedMNIST reader can load them."""
     stacked = np.stack([to_uint(img, bit_depth) for img in images])
-    np.savez_compressed(folder / "samples.npz", train_images=stacked, train_labels=labels.reshape(-1, 1))
+    np.savez_compressed(folder / "samples.npz", train_images=stacked, train_labels=labels.reshape(-1, 1),
+                        class_names=np.array(names))
     (folder / "classes.txt").write_text("".join(f"{n}\n" for n in names))
     with open(folder / "manifest.csv", "w", newline="") as fh:
         writer = csv.writer(fh)

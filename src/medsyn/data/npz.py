@@ -206,12 +206,22 @@ def read_npz(path: Path, conform: Conform, split: str | None = None) -> LabeledI
         shapes = ", ".join(f"{n} {p.shape[2]}x{p.shape[3]}x{p.shape[1]}" for n, p in zip(present, parts))
         raise DataError(path, f"splits disagree on image shape ({shapes})")
     all_labels = np.concatenate(labels)
-    names = _class_names(path, all_labels)
+    names = _stored_class_names(path, arrays, all_labels) or _class_names(path, all_labels)
     images, notices = conform_array(np.concatenate(parts), conform)
     return LabeledImages(
         images=images, labels=all_labels, class_names=names, source=str(path), format="medmnist-npz",
         bit_depth=depth, splits=np.array(splits), notices=notices,
     )
+
+
+def _stored_class_names(path: Path, arrays: dict[str, np.ndarray], labels: np.ndarray) -> list[str] | None:
+    """Names kept in the file itself (medsyn writes a ``class_names`` array so names survive the round trip)."""
+    if "class_names" not in arrays:
+        return None
+    names = [str(n) for n in np.atleast_1d(arrays["class_names"])]
+    if len(labels) and int(labels.max()) >= len(names):
+        raise DataError(path, f"label {int(labels.max())} is out of range for its {len(names)} class_names")
+    return names
 
 
 def _class_names(path: Path, labels: np.ndarray) -> list[str]:

@@ -1,0 +1,194 @@
+"""results.json -> report.html: tables, volume curves, sample grids and t-SNE in one self-contained file.
+
+No measurement happens here; everything shown was computed by the study and stored in results.json.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.helped{color:#0a6b2b;font-weight:600}.hurt{color:#a31515;font-weight:600}
+.none{color:#555}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.5em 1em}img{max-width:100%}
+.grids{display:flex;flex-wrap:wrap;gap:1em}.grids figure{margin:0}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+    return _esc(value)
+
+
+def _with_ci(row: dict, metric: str) -> str:
+    lo, hi = row[f"{metric}_ci"]
+    return f"{row[metric]:.3f} <small>[{lo:.3f}, {hi:.3f}]</small>"
+
+
+def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
+    head = "".join(f"<th class='l'>{h}</th>" if i < left else f"<th>{h}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td class='l'>{c}</td>" if i < left else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: Path, alt: str) -> str:
+    """An image embedded as base64, so the report is one file that opens anywhere."""
+    if not path.is_file():
+        return f"<p class='note'>missing figure: {_esc(path.name)}</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{_esc(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _arms_section(results: dict) -> str:
+    parts = ["<h2>Classification per arm</h2><p>Pooled test predictions (every test image once). "
+             "95% CI: bootstrap over test images for one seed, t-interval over seeds otherwise. "
+             "Model selection on validation AUC, never on test.</p>"]
+    classifiers = sorted({r["classifier"] for r in results["arms"]})
+    for clf in classifiers:
+        rows = [r for r in results["arms"] if r["classifier"] == clf]
+        table_rows = [[_esc(r["label"]), str(r["n_train"]), *(_with_ci(r, m) for m in ("accuracy", "precision", "recall", "auc")),
+                       " / ".join(f"{s:.2f}" for s in r["sensitivity"]), " / ".join(f"{s:.2f}" for s in r["specificity"])]
+                      for r in rows]
+        parts.append(f"<h3>{_esc(clf)}</h3>" + _table(
+            ["arm", "train images", "Acc", "Pre", "Rec", "AUC", "sensitivity per class", "specificity per class"], table_rows))
+    return "".join(parts)
+
+
+def _verdict_section(results: dict) -> str:
+    if not results["verdicts"]:
+        return ""
+    rows = [[_esc(v["classifier"]), _esc(v["arm"]), _esc(v["reference"]), f"{v['delta_auc']:+.3f}",
+             f"{v['delta_accuracy']:+.3f}", _num(v["p_holm"]),
+             f"<span class='{v['verdict'].split()[0] if v['verdict'] != 'no significant difference' else 'none'}'>"
+             f"{_esc(v['verdict'])}</span>"] for v in results["verdicts"]]
+    helped = sum(v["verdict"] == "helped" for v in results["verdicts"])
+    summary = (f"Synthetic images significantly helped in {helped} of {len(results['verdicts'])} comparisons "
+               f"(McNemar, Holm-adjusted p < 0.05).")
+    return ("<h2>Did synthetic images help?</h2>" + f"<p class='note'>{_esc(summary)}</p>"
+            + _table(["classifier", "arm", "against", "ΔAUC", "ΔAcc", "p (Holm)", "verdict"], rows, left=3))
+
+
+def _mcnemar_section(results: dict) -> str:
+    if not results["mcnemar"]:
+        return ""
+    rows = [[_esc(m["classifier"]), str(m["seed"]), _esc(m["arm_a"]), _esc(m["arm_b"]), str(m["b"]), str(m["c"]),
+             _num(m["statistic"]), _num(m["p"]), _num(m["p_holm"])] for m in results["mcnemar"]]
+    return ("<h2>McNemar tests, Holm-Bonferroni adjusted</h2><p>b: test images only arm A classifies correctly; "
+            "c: only arm B (as the brain-MRI paper's Table 6).</p>"
+            + _table(["classifier", "seed", "arm A", "arm B", "b", "c", "statistic", "p", "p (Holm)"], rows, left=4))
+
+
+def _fid_section(results: dict, out: Path) -> str:
+    if not results["fid"]:
+        return ""
+    rows = [[_esc(f["generator"]), _num(f["fid"], 2), f"{f['kid_mean']:.4f} ± {f['kid_std']:.4f}",
+             _num(f["floor_fid"], 2), str(f["n_real"]), str(f["n_synthetic"])] for f in results["fid"]]
+    notes = sorted({n for f in results["fid"] for n in f["notices"]})
+    html_notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)
+    fidelity = ""
+    if results.get("fidelity"):
+        fid_rows = [[_esc(r["classifier"]), _esc(r["generator"]),
+                     ", ".join(f"{_esc(c)} {a:.2f}" for c, a in r["label_fidelity"].items()),
+                     _num(r["domain_fd"], 2), _num(r["domain_fd_floor"], 2)] for r in results["fidelity"]]
+        fidelity = ("<h3>Label fidelity and domain Fréchet distance</h3><p>Label fidelity: per-class accuracy of the "
+                    "real-only classifier on synthetic images (the measurable counterpart of the U-Net paper's per-pixel "
+                    "accuracy). Domain FD: Fréchet distance in that classifier's penultimate features, with half the real "
+                    "training images against as many synthetic ones; floor: that half against the other half.</p>"
+                    + _table(["classifier", "generator", "label fidelity per class", "domain FD", "floor"], fid_rows, left=3))
+    return ("<h2>Image quality</h2><p>FID and KID with the standard TF-Inception pool3 features; the floor is the FID "
+            "between two disjoint real sets of the same size (what a perfect generator would score at this sample size)."
+            "</p>" + _table(["generator", "FID", "KID", "FID floor (real vs real)", "real", "synthetic"], rows)
+            + html_notes + fidelity)
+
+
+def _figures_section(results: dict, out: Path) -> str:
+    parts = []
+    curves = sorted((out / "figures").glob("volume_*.png"))
+    if curves:
+        parts.append("<h2>Volume sweep</h2>" + "".join(_image(p, p.stem) for p in curves))
+    grids = results["figures"].get("grids") or {}
+    if grids:
+        parts.append("<h2>Synthetic samples (fold 0)</h2>")
+        for gen, paths in grids.items():
+            figs = "".join(f"<figure>{_image(out / p, p)}<figcaption>{_esc(Path(p).stem[5:])}</figcaption></figure>"
+                           for p in paths)
+            parts.append(f"<h3>{_esc(gen)}</h3><div class='grids'>{figs}</div>")
+    if results["figures"].get("tsne"):
+        parts.append("<h2>t-SNE of classifier features</h2><p>Features of the real-only classifier (fold 0); colour: "
+                     "class, marker: origin.</p>" + _image(out / results["figures"]["tsne"], "t-SNE"))
+    return "".join(parts)
+
+
+def plot_volume_curves(results: dict, out: Path) -> list[Path]:
+    """AUC against synthetic volume, one figure per classifier, with the real and classic arms as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for clf in sorted({r["classifier"] for r in results["arms"]}):
+        rows = [r for r in results["arms"] if r["classifier"] == clf]
+        swept = [r for r in rows if r["volume"] is not None]
+        if len({r["volume"] for r in swept}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (arm, gen) in sorted({(r["arm"], r["generator"]) for r in swept}):
+            pts = sorted((r["volume"], r["auc"], *r["auc_ci"]) for r in swept if (r["arm"], r["generator"]) == (arm, gen))
+            v, auc, lo, hi = (list(x) for x in zip(*pts))
+            ax.errorbar(v, auc, yerr=[[a - l for a, l in zip(auc, lo)], [h - a for a, h in zip(auc, hi)]], marker="o",
+                        capsize=3, label=f"{arm} [{gen}]")
+        for r in rows:
+            if r["volume"] is None:
+                ax.axhline(r["auc"], linestyle="--", color="grey" if r["arm"] == "real" else "black", label=r["label"])
+        ax.set(xlabel="synthetic images per class (x real per-class count)", ylabel="test AUC", title=clf)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / "figures" / f"volume_{clf}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def write_report(out: str | Path) -> Path:
+    """Render ``out/results.json`` into ``out/report.html`` (atomic)."""
+    out = Path(out)
+    results = json.loads((out / "results.json").read_text())
+    plot_volume_curves(results, out)
+    data = results["data"]
+    quick = "<p class='note'>--quick run: budgets were shrunk; numbers show the pipeline works, not what a full run finds.</p>" \
+        if results.get("quick") else ""
+    folds = ", ".join(f"{f['train']}/{f['val']}/{f['test']}" for f in data["folds"])
+    body = (f"<h1>medsyn study: {_esc(results['study'])}</h1>{quick}"
+            f"<p>Data: {_esc(data['source'])}: {data['images']} images, {data['size']}x{data['size']}x{data['channels']}, "
+            f"classes {_esc(', '.join(data['classes']))}. Train/val/test per fold: {folds}.</p>"
+            + _verdict_section(results) + _arms_section(results) + _mcnemar_section(results) + _fid_section(results, out)
+            + _figures_section(results, out)
+            + "<h2>Configuration</h2><pre>" + _esc(yaml.safe_dump(results["config"], sort_keys=False)) + "</pre>"
+            + "<h2>Versions</h2>" + _table(["package", "version"], [[_esc(k), _esc(v)] for k, v in results["versions"].items()]))
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn: {_esc(results['study'])}</title>" \
+           f"<style>{CSS}</style></head><body>{body}</body></html>"
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path

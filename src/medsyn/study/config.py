@@ -1,0 +1,207 @@
+"""A study's YAML, typed and strict: every section rejects unknown keys before anything runs."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsyn.config import build_config, check_keys, load_yaml
+from medsyn.errors import ConfigError
+
+ARMS = ("real", "classic", "synthetic", "classic+synthetic")  # the brain-MRI paper's four training sets
+SPLIT_KINDS = ("source", "patient", "kfold")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = "phantoms"  # a path (relative to the YAML's folder), a MedMNIST name, or "phantoms"
+    size: int | None = None  # resize to this side (default: the data's own; phantoms: 64)
+    channels: int | None = None
+    per_class: int = 60  # phantoms only: images per class
+    seed: int = 0  # phantoms only
+
+
+@dataclass(frozen=True)
+class SplitSection:
+    kind: str = "source"  # source (the file's own train/val/test) | patient (7:1:2) | kfold (patient-level)
+    folds: int = 3  # kfold: the liver-lesion paper's 3-fold cross-validation
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise ConfigError(f"split.kind must be one of {', '.join(SPLIT_KINDS)}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class GeneratorSection:
+    name: str  # label used in tables and folder names
+    model: str | None = None  # a registered generator (`medsyn models`), trained here on each fold's training images
+    run: str | None = None  # or an already trained run folder (only with a single split)
+    per_class: bool = False
+    steps: int = 2000
+    set: dict = field(default_factory=dict)  # TrainConfig overrides (width, batch, lr_g, ...)
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.run is None):
+            raise ConfigError(f"generator {self.name!r}: give exactly one of model (train here) or run (load)")
+
+
+@dataclass(frozen=True)
+class ClassifierSection:
+    name: str  # a registered classifier
+    epochs: int | None = None  # default: the classifier's own
+    set: dict = field(default_factory=dict)  # classifier config overrides
+
+
+@dataclass(frozen=True)
+class ClassicSection:
+    preset: str | None = None  # liver-lesion | brain-mri | retina
+    copies: int = 4  # augmented copies per real image
+
+
+@dataclass(frozen=True)
+class FidSection:
+    enabled: bool = True
+    max_images: int = 2000  # per side; more costs time without changing FID much
+
+
+@dataclass(frozen=True)
+class QuickSection:
+    """--quick: the same protocol with every budget shrunk, to finish in minutes on a CPU."""
+
+    steps: int = 200  # generator steps
+    generator_width: float | None = 0.25  # channel multiplier for every trained generator (paper widths are slow on CPU)
+    generator_batch: int | None = 32
+    epochs: int = 3  # classifier epochs
+    fid_images: int = 200
+    max_train_per_class: int | None = 200  # cap real training images per class
+    classic_copies: int = 2
+    volumes: int = 2  # keep the smallest and the largest volume of the sweep
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    data: DataSection
+    split: SplitSection
+    generators: tuple[GeneratorSection, ...]
+    classifiers: tuple[ClassifierSection, ...]
+    classic: ClassicSection = ClassicSection()
+    arms: tuple[str, ...] = ARMS
+    volumes: tuple[float, ...] = (1.0,)  # synthetic images per class, as a multiple of the real per-class count
+    seeds: tuple[int, ...] = (0,)
+    fid: FidSection = FidSection()
+    quick: QuickSection = QuickSection()
+    tsne: bool = True
+    device: str = "auto"
+    base_dir: str = "."  # folder of the YAML (relative data paths start here); set by load_study
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ConfigError(f"arms: unknown arm {unknown[0]!r} (known: {', '.join(ARMS)})")
+        uses_classic = any("classic" in a for a in self.arms)
+        if uses_classic and not self.classic.preset:
+            raise ConfigError("arms include classic augmentation but classic.preset is not set")
+        if any("synthetic" in a for a in self.arms) and not self.generators:
+            raise ConfigError("arms include synthetic images but no generators are listed")
+        if not self.classifiers:
+            raise ConfigError("classifiers: list at least one")
+        if any(v <= 0 for v in self.volumes):
+            raise ConfigError(f"volumes must be positive multiples of the real per-class count, got {list(self.volumes)}")
+        names = [g.name for g in self.generators]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"generators: names must be unique, got {names}")
+        if self.split.kind == "kfold" and any(g.run for g in self.generators):
+            raise ConfigError("a loaded generator run cannot serve k folds (it saw other folds' test images); "
+                              "give model: to train one per fold")
+
+    def with_quick(self) -> "StudyConfig":
+        q = self.quick
+        shrink = {k: v for k, v in (("width", q.generator_width), ("batch", q.generator_batch)) if v is not None}
+        gens = tuple(dataclasses.replace(g, steps=min(g.steps, q.steps), set={**g.set, **shrink}) for g in self.generators)
+        clss = tuple(dataclasses.replace(c, epochs=min(c.epochs or q.epochs, q.epochs)) for c in self.classifiers)
+        vols = sorted(self.volumes)
+        vols = tuple(vols if len(vols) <= q.volumes else vols[: q.volumes - 1] + vols[-1:])
+        return dataclasses.replace(
+            self, generators=gens, classifiers=clss, seeds=self.seeds[:1], volumes=vols,
+            classic=dataclasses.replace(self.classic, copies=min(self.classic.copies, q.classic_copies)),
+            fid=dataclasses.replace(self.fid, max_images=min(self.fid.max_images, q.fid_images)))
+
+
+def _section(values: Any, cls: type, where: str):
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    return build_config(values, cls=cls, where=where)
+
+
+def _list_of(values: Any, cls: type, where: str) -> tuple:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: expected a list")
+    out = []
+    for i, item in enumerate(values):
+        item = {"name": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(f"{where}[{i}]: expected a mapping with a name")
+        check_keys(item, cls, f"{where}[{i}]")
+        scalars = {k: v for k, v in item.items() if k != "set"}
+        built = build_config(scalars, cls=cls, where=f"{where}[{i}]")
+        extra = item.get("set") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{where}[{i}].set: expected a mapping of key: value")
+        out.append(dataclasses.replace(built, set=dict(extra)))
+    return tuple(out)
+
+
+def _scalars(values: Any, kind: type, where: str) -> tuple:
+    items = values if isinstance(values, list) else [values]
+    try:
+        return tuple(kind(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a list of {kind.__name__}, got {values!r}") from None
+
+
+def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -> StudyConfig:
+    check_keys(raw, StudyConfig, where)
+    if "base_dir" in raw:
+        raise ConfigError(f"{where}: base_dir is set by medsyn, not in the YAML")
+    kwargs: dict[str, Any] = {
+        "name": str(raw.get("name") or Path(where).stem),
+        "data": _section(raw.get("data"), DataSection, "data"),
+        "split": _section(raw.get("split"), SplitSection, "split"),
+        "generators": _list_of(raw.get("generators"), GeneratorSection, "generators"),
+        "classifiers": _list_of(raw.get("classifiers"), ClassifierSection, "classifiers"),
+        "classic": _section(raw.get("classic"), ClassicSection, "classic"),
+        "fid": _section(raw.get("fid"), FidSection, "fid"),
+        "quick": _section(raw.get("quick"), QuickSection, "quick"),
+        "base_dir": str(base_dir),
+    }
+    for key, kind in (("arms", str), ("volumes", float), ("seeds", int)):
+        if key in raw:
+            kwargs[key] = _scalars(raw[key], kind, key)
+    for key in ("tsne", "device"):
+        if key in raw:
+            kwargs[key] = build_config({key: raw[key]}, cls=_Flags, where=where).__dict__[key]
+    return StudyConfig(**kwargs)
+
+
+@dataclass(frozen=True)
+class _Flags:
+    tsne: bool = True
+    device: str = "auto"
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and check a study YAML; relative data paths are taken from the YAML's folder."""
+    path = Path(path)
+    return study_from_dict(load_yaml(path), path.resolve().parent, where=str(path))
+
+
+def to_plain(cfg: StudyConfig) -> dict[str, Any]:
+    """The resolved study as plain data (for results.json and the report)."""
+    return dataclasses.asdict(cfg)

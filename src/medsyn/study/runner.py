@@ -1,0 +1,311 @@
+"""Run a study: generators per fold -> synthetic sets -> FID -> classifiers per arm -> results.json.
+
+Every unit (a GAN run, a sample set, an FID, one classifier on one arm) lands on disk atomically the
+moment it finishes, and a rerun skips it, so a crash or Ctrl-C loses only the unit in progress.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medsyn.data import load_source
+from medsyn.data.types import LabeledImages
+from medsyn.errors import RunError
+from medsyn.study.config import StudyConfig, to_plain
+from medsyn.study.folds import Fold, load_study_data, make_folds, write_fold_npz
+from medsyn.study.store import UnitStore
+
+TSNE_PER_ORIGIN = 300  # points per origin (real, classic, each generator) in the t-SNE plot
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C during a study: everything finished so far is on disk."""
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    arm: str  # real | classic | synthetic | classic+synthetic
+    generator: str | None = None
+    volume: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.arm if self.generator is None else f"{self.arm}[{self.generator}]x{self.volume:g}"
+
+    @property
+    def key(self) -> str:
+        return self.label.replace("[", "_").replace("]", "_").replace("+", "-")
+
+
+def arm_specs(cfg: StudyConfig) -> list[ArmSpec]:
+    specs = []
+    for arm in cfg.arms:
+        if "synthetic" in arm:
+            specs += [ArmSpec(arm, g.name, v) for g in cfg.generators for v in cfg.volumes]
+        else:
+            specs.append(ArmSpec(arm))
+    return specs
+
+
+Event = Callable[[str], None]
+
+
+class StudyRunner:
+    """Runs every unit of a study that is not on disk yet. ``on_unit`` is told each unit as it starts."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, quick: bool = False, on_unit: Event | None = None,
+                 on_progress: Callable | None = None):
+        self.cfg, self.out, self.quick = (cfg.with_quick() if quick else cfg), Path(out), quick
+        self.store = UnitStore(self.out)
+        self.on_unit = on_unit or (lambda text: None)
+        self.on_progress = on_progress  # (kind, done, total, info) for the inner progress of long units
+        self.data: LabeledImages | None = None
+        self.folds: list[Fold] = []
+        self.synthetic: dict[tuple[str, int], LabeledImages] = {}
+        self.units_seen = 0
+
+    def _tick(self) -> None:
+        """One more unit reached (done now or found on disk): moves the study's own progress bar."""
+        self.units_seen += 1
+        if self.on_progress:
+            self.on_progress("study", self.units_seen, self.units_total(), "")
+
+    # -- plan -------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.data = load_study_data(self.cfg)
+        self.folds = make_folds(self.cfg, self.data, train_cap=self._train_cap())
+        from medsyn.augment import build_preset
+        from medsyn.models.classifiers import CLASSIFIERS
+
+        if self.cfg.classic.preset:
+            build_preset(self.cfg.classic.preset, self.data.size)  # an unknown preset fails before any training
+        for clf in self.cfg.classifiers:
+            CLASSIFIERS.get(clf.name)
+        self._check_generators()
+
+    def _train_cap(self) -> int | None:
+        return self.cfg.quick.max_train_per_class if self.quick else None
+
+    def _check_generators(self) -> None:
+        from medsyn.models import MODELS
+
+        for gen in self.cfg.generators:
+            if gen.model:
+                MODELS.get(gen.model)
+            elif not (Path(self._resolve(gen.run)) / "checkpoint.pt").is_file():
+                raise RunError(f"{gen.run}: generator {gen.name!r} names a run folder without checkpoint.pt")
+
+    def _resolve(self, path: str) -> str:
+        candidate = Path(self.cfg.base_dir) / path
+        return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+    def units_total(self) -> int:
+        per_fold = len(self.cfg.generators) * (2 + int(self.cfg.fid.enabled))
+        per_fold += len(self.cfg.classifiers) * len(self.cfg.seeds) * len(arm_specs(self.cfg))
+        return per_fold * len(self.folds)
+
+    # -- run --------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        if self.data is None:
+            self.prepare()
+        try:
+            for fold in self.folds:
+                for gen in self.cfg.generators:
+                    self.synthetic[(gen.name, fold.index)] = self._synthetic_set(gen, fold)
+                    if self.cfg.fid.enabled:
+                        self._fid(gen.name, fold)
+                for clf in self.cfg.classifiers:
+                    for seed in self.cfg.seeds:
+                        for spec in arm_specs(self.cfg):
+                            self._classifier_unit(clf, seed, fold, spec)
+        except KeyboardInterrupt:
+            raise StudyInterrupted() from None
+        from medsyn.study.results import assemble_results
+
+        return assemble_results(self)
+
+    def _generator_paths(self, gen_name: str, fold: Fold) -> tuple[Path, Path]:
+        base = self.out / "generators" / gen_name / f"fold{fold.index}"
+        return base / "run", base / "samples"
+
+    def _synthetic_set(self, gen, fold: Fold) -> LabeledImages:
+        """Train (or resume) the fold's generator, then sample enough images for the largest volume."""
+        from medsyn.evaluate.arms import check_compatible
+        from medsyn.sample import write_samples
+
+        run_dir, samples_dir = self._generator_paths(gen.name, fold)
+        self._tick(), self._tick()  # training and sampling
+        if gen.run:
+            run_dir = Path(self._resolve(gen.run))
+        elif not self._generator_finished(run_dir, gen.steps):
+            self._train_generator(gen, fold, run_dir)
+        if not (samples_dir / "samples.npz").is_file():
+            self.on_unit(f"sample {gen.name} fold {fold.index}")
+            write_samples(run_dir, samples_dir, self._synthetic_per_class(fold), fmt="npz", seed=fold.index,
+                          device=self.cfg.device)
+        synthetic = load_source(str(samples_dir / "samples.npz"))
+        check_compatible(fold.train, synthetic)
+        return synthetic
+
+    def _synthetic_per_class(self, fold: Fold) -> int:
+        return max(1, math.ceil(max(self.cfg.volumes) * len(fold.train) / fold.train.num_classes))
+
+    @staticmethod
+    def _generator_finished(run_dir: Path, steps: int) -> bool:
+        import json
+
+        state = run_dir / "state.json"
+        return state.is_file() and json.loads(state.read_text()).get("step", 0) >= steps
+
+    def _train_generator(self, gen, fold: Fold, run_dir: Path) -> None:
+        from medsyn.train.run import DataOptions, execute_run, prepare_run
+
+        data_file = write_fold_npz(fold.train, self.out / "folds" / f"fold{fold.index}_train.npz")
+        layers = [{"model": gen.model, "per_class": gen.per_class, **gen.set},
+                  {"steps": gen.steps, "device": self.cfg.device}]
+        resume = (run_dir / "checkpoint.pt").is_file()
+        self.on_unit(f"train {gen.name} fold {fold.index} ({gen.steps} steps{', resuming' if resume else ''})")
+        prepared = prepare_run(run_dir, layers, None if resume else DataOptions(str(data_file)), resume=resume)
+
+        def progress(step, total, values, rate):
+            if self.on_progress:
+                self.on_progress("gan", step, total, f"{rate:,.0f} img/s" if rate else "")
+
+        result = execute_run(prepared, progress)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        _mark_finished(run_dir, result.step)
+
+    def _fid(self, gen_name: str, fold: Fold) -> None:
+        key = f"fid/{gen_name}/fold{fold.index}"
+        self._tick()
+        if self.store.has(key):
+            return
+        from medsyn.metrics.cache import FeatureCache
+        from medsyn.metrics.features import InceptionExtractor
+        from medsyn.metrics.fid import SmallSampleWarning, fid_between
+        from medsyn.train.setup import resolve_device
+
+        self.on_unit(f"FID {gen_name} fold {fold.index}")
+        started = time.perf_counter()
+        # Both FIDs use m images a side, so the small-sample bias of the score and of its floor match.
+        pool = _concat(fold.train, fold.val)
+        m = min(self.cfg.fid.max_images, len(pool) // 2, len(self.synthetic[(gen_name, fold.index)]))
+        order = np.random.default_rng(fold.index).permutation(len(pool))
+        real, other_real = pool.subset(np.sort(order[:m])), pool.subset(np.sort(order[m:2 * m]))
+        synthetic = _take(self.synthetic[(gen_name, fold.index)], m, seed=fold.index)
+        extractor, device = InceptionExtractor(), resolve_device(self.cfg.device)
+        cache = FeatureCache(self.out / "cache")  # real features are shared by every generator of a fold
+        on_batch = self._image_progress("FID", 3 * m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallSampleWarning)  # kept as notices in the unit and the report
+            score = fid_between(real, synthetic, extractor, cache=cache, device=device, on_batch=on_batch)
+            floor = fid_between(real, other_real, extractor, cache=cache, device=device, on_batch=on_batch)
+        self.store.save(key, {"generator": gen_name, "fold": fold.index, "fid": score.fid, "kid_mean": score.kid_mean,
+                              "kid_std": score.kid_std, "n_real": score.n_a, "n_synthetic": score.n_b,
+                              "floor_fid": floor.fid, "floor_kid_mean": floor.kid_mean, "floor_n": floor.n_a,
+                              "notices": list(score.notices), "seconds": time.perf_counter() - started})
+
+    def _classifier_unit(self, clf, seed: int, fold: Fold, spec: ArmSpec) -> None:
+        key = f"cls/{clf.name}/seed{seed}/fold{fold.index}/{spec.key}"
+        self._tick()
+        if self.store.has(key):
+            return
+        from medsyn.evaluate.arms import build_arm
+        from medsyn.evaluate.classify import predict_proba, train_classifier
+
+        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}")
+        started = time.perf_counter()
+        synthetic = self.synthetic.get((spec.generator, fold.index)) if spec.generator else None
+        per_class = None if spec.volume is None else max(1, round(spec.volume * len(fold.train) / fold.train.num_classes))
+        train_set = build_arm(spec.arm, fold.train, synthetic=synthetic, classic_preset=self.cfg.classic.preset,
+                              classic_copies=self.cfg.classic.copies, volume=per_class, seed=seed)
+        trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
+                                   overrides=dict(clf.set), on_epoch=self._epoch_progress(clf.epochs))
+        proba = predict_proba(trained, fold.test)
+        result = {"classifier": clf.name, "seed": seed, "fold": fold.index, "arm": spec.arm, "generator": spec.generator,
+                  "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
+                  "test_index": fold.test_index, "y_true": fold.test.labels, "proba": proba,
+                  "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None)}
+        if spec.arm == "real":
+            result["fidelity"] = self._fidelity(trained, fold)
+            if fold.index == 0 and seed == self.cfg.seeds[0] and clf.name == self.cfg.classifiers[0].name and self.cfg.tsne:
+                result["tsne"] = self._tsne(trained, fold, seed)
+        result["seconds"] = time.perf_counter() - started
+        self.store.save(key, result)
+
+    def _image_progress(self, kind: str, total: int):
+        done, started = [0], time.perf_counter()
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            if self.on_progress:
+                rate = done[0] / max(time.perf_counter() - started, 1e-9)
+                self.on_progress(kind, min(done[0], total), total, f"{rate:,.1f} img/s")
+        return on_batch
+
+    def _epoch_progress(self, epochs):
+        def on_epoch(epoch, total, info=""):
+            if self.on_progress:
+                self.on_progress("classifier", epoch, total, info)
+        return on_epoch
+
+    def _fidelity(self, trained, fold: Fold) -> dict:
+        from medsyn.evaluate.fidelity import domain_frechet, label_fidelity
+
+        # equal-sized sets for the domain FD and its real-vs-real floor (Frechet distances are size-biased)
+        m = len(fold.train) // 2
+        order = np.random.default_rng(fold.index).permutation(len(fold.train))
+        half_a, half_b = fold.train.subset(np.sort(order[:m])), fold.train.subset(np.sort(order[m:2 * m]))
+        floor = domain_frechet(trained, half_a, half_b)
+        out = {}
+        for gen in self.cfg.generators:
+            synthetic = self.synthetic[(gen.name, fold.index)]
+            out[gen.name] = {"label_fidelity": label_fidelity(trained, synthetic),
+                             "domain_fd": domain_frechet(trained, half_a, _take(synthetic, m, seed=fold.index)),
+                             "domain_fd_floor": floor}
+        return out
+
+    def _tsne(self, trained, fold: Fold, seed: int) -> str:
+        from medsyn.evaluate.arms import build_arm
+        from medsyn.evaluate.tsne import plot_tsne
+
+        sets = {"real": _take(fold.train, TSNE_PER_ORIGIN, seed)}
+        if self.cfg.classic.preset:
+            classic = build_arm("classic", fold.train, synthetic=None, classic_preset=self.cfg.classic.preset,
+                                classic_copies=self.cfg.classic.copies, volume=None, seed=seed)
+            sets["classic"] = _take(classic.subset(np.arange(len(fold.train), len(classic))), TSNE_PER_ORIGIN, seed)
+        for gen in self.cfg.generators:
+            sets[gen.name] = _take(self.synthetic[(gen.name, fold.index)], TSNE_PER_ORIGIN, seed)
+        path = self.out / "figures" / "tsne.png"
+        plot_tsne(trained, sets, path, seed=seed)
+        return str(path.relative_to(self.out))
+
+
+def _mark_finished(run_dir: Path, step: int) -> None:
+    from medsyn.study.store import write_json_atomic
+
+    write_json_atomic(run_dir / "state.json", {"step": step})
+
+
+def _take(ds: LabeledImages, limit: int, seed: int) -> LabeledImages:
+    """At most ``limit`` rows, chosen with a seed and kept in their original order."""
+    if len(ds) <= limit:
+        return ds
+    pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
+    return ds.subset(pick)
+
+
+def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
+    return LabeledImages(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]),
+                         list(a.class_names), a.source, a.format, a.bit_depth)
+
+
+def plan_summary(cfg: StudyConfig) -> dict:
+    return {"arms": [s.label for s in arm_specs(cfg)], "config": to_plain(cfg)}

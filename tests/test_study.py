@@ -1,0 +1,124 @@
+"""Studies: strict YAML, a tiny study end to end on CPU, interrupted and resumed, and its report."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medsyn.errors import ConfigError
+from medsyn.study import StudyInterrupted, StudyRunner, load_study
+from medsyn.study.config import study_from_dict
+
+STUDIES = Path(__file__).parents[1] / "studies"
+
+TINY = {
+    "name": "tiny",
+    "data": {"source": "phantoms", "size": 28, "per_class": 10, "seed": 0},
+    "split": {"kind": "kfold", "folds": 2, "seed": 0},
+    "generators": [{"name": "dc", "model": "dcgan", "per_class": True, "steps": 3, "set": {"width": 0.05, "batch": 8}}],
+    "classic": {"preset": "liver-lesion", "copies": 1},
+    "arms": ["real", "classic", "synthetic", "classic+synthetic"],
+    "volumes": [0.5, 1],
+    "classifiers": [{"name": "lesion-cnn", "epochs": 1}],
+    "seeds": [0],
+    "fid": {"enabled": False},
+    "device": "cpu",
+}
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("name", ["liver-lesions", "retina-wgan", "breast-ultrasound", "pneumonia"])
+def test_shipped_studies_load(name):
+    cfg = load_study(STUDIES / f"{name}.yaml")
+    assert cfg.classifiers and cfg.arms
+    if cfg.data.source != "phantoms":
+        from medsyn.study.folds import resolve_source
+
+        assert Path(resolve_source(cfg)).is_file(), "shipped study points at data that is not in ../shared"
+    quick = cfg.with_quick()
+    assert all(g.steps <= cfg.quick.steps for g in quick.generators) and len(quick.seeds) == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"clasifiers": []}, "did you mean 'classifiers'"),
+    ({"split": {"kind": "kfold", "fold": 3}}, "did you mean 'folds'"),
+    ({"arms": ["real", "gan"]}, "unknown arm 'gan'"),
+    ({"classic": {"preset": None}}, "classic.preset is not set"),
+    ({"generators": [{"name": "g"}]}, "exactly one of model"),
+])
+def test_bad_config_rejected(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        study_from_dict({**TINY, **change}, tmp_path)
+
+
+def test_unknown_classifier_fails_before_training(tmp_path):
+    cfg = study_from_dict({**TINY, "classifiers": [{"name": "resnet19"}]}, tmp_path)
+    with pytest.raises(ConfigError, match="resnet18"):
+        StudyRunner(cfg, tmp_path / "out").prepare()
+    assert not (tmp_path / "out").exists()
+
+
+def _units(out: Path) -> list[Path]:
+    return sorted((out / "units").rglob("*.json"))
+
+
+def test_tiny_study_interrupted_resumes_to_the_same_results(tmp_path):
+    cfg = study_from_dict(TINY, tmp_path)
+    whole = StudyRunner(cfg, tmp_path / "whole").run()
+
+    started = []
+
+    def stop_at_fourth(text):
+        started.append(text)
+        if len(started) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(StudyInterrupted):
+        StudyRunner(cfg, tmp_path / "cut", on_unit=stop_at_fourth).run()
+    kept = _units(tmp_path / "cut")
+    assert kept, "units finished before Ctrl-C must be on disk"
+    again = []
+    resumed = StudyRunner(cfg, tmp_path / "cut", on_unit=again.append).run()
+    assert not any(t in again for t in started[:3] if t.startswith("lesion-cnn")), "finished units were redone"
+    assert len(_units(tmp_path / "cut")) == len(_units(tmp_path / "whole"))
+
+    # 2 folds x (real, classic, 2 arms x 2 volumes) = 6 labels, pooled over folds
+    assert len(whole["arms"]) == 6
+    for a, b in zip(whole["arms"], resumed["arms"]):
+        assert a["label"] == b["label"] and a["auc"] == pytest.approx(b["auc"], abs=1e-12)
+    assert {r["n_test"] for r in whole["arms"]} == {30}, "k-fold pooling must test every image once"
+    assert len(whole["mcnemar"]) == 15 and all(0 <= r["p_holm"] <= 1 for r in whole["mcnemar"])
+    assert all(r["p_holm"] >= r["p"] for r in whole["mcnemar"])
+    assert {v["verdict"] for v in whole["verdicts"]} <= {"helped", "hurt", "no significant difference"}
+
+
+def test_report_has_every_section(tmp_path):
+    from medsyn.report import write_report
+
+    cfg = study_from_dict(TINY, tmp_path)
+    StudyRunner(cfg, tmp_path / "s").run()
+    page = write_report(tmp_path / "s").read_text()
+    for heading in ("Did synthetic images help?", "Classification per arm", "McNemar", "Volume sweep",
+                    "Synthetic samples", "t-SNE", "Configuration", "Versions"):
+        assert heading in page, heading
+    assert page.count("data:image/png;base64,") >= 4  # volume curve, 3 class grids, t-SNE
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert (tmp_path / "s" / "table_arms.csv").read_text().count("\n") == len(results["arms"]) + 1
+
+
+def test_study_cli_bad_config_one_line(tmp_path):
+    path = _write(tmp_path, {**TINY, "seedz": [0]})
+    proc = subprocess.run([sys.executable, "-m", "medsyn", "study", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "seedz" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
