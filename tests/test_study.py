@@ -122,3 +122,14 @@ def test_study_cli_bad_config_one_line(tmp_path):
     assert proc.returncode == 2
     assert "seedz" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_folder_of_another_study_is_refused(tmp_path):
+    from medsyn.errors import RunError
+
+    cfg = study_from_dict({**TINY, "arms": ["real"], "tsne": False}, tmp_path)
+    StudyRunner(cfg, tmp_path / "s").run()
+    other = study_from_dict({**TINY, "arms": ["real"], "tsne": False, "seeds": [1]}, tmp_path)
+    with pytest.raises(RunError, match="seeds"):
+        StudyRunner(other, tmp_path / "s").prepare()
+    StudyRunner(cfg, tmp_path / "s").prepare()  # the same study may continue

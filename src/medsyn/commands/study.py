@@ -20,7 +20,6 @@ def study_command(
 
     from medsyn.report import write_report
     from medsyn.study import StudyInterrupted, StudyRunner, load_study
-    from medsyn.study.store import write_json_atomic
 
     cfg = load_study(config)
     if device:
@@ -42,8 +41,6 @@ def study_command(
 
         runner = StudyRunner(cfg, out, quick=quick, on_unit=on_unit, on_progress=on_progress)
         runner.prepare()  # data, folds, names of models/classifiers/presets: errors before any training
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "study.json", {"config": str(config.resolve()), "quick": quick})
         bar.update(units, total=runner.units_total())
         try:
             results = runner.run()

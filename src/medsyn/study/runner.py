@@ -88,6 +88,30 @@ class StudyRunner:
         for clf in self.cfg.classifiers:
             CLASSIFIERS.get(clf.name)
         self._check_generators()
+        self._check_same_study()
+
+    def _check_same_study(self) -> None:
+        """Finished units are reused by key, so a folder must only ever hold one resolved study."""
+        import json
+
+        resolved = {k: v for k, v in to_plain(self.cfg).items() if k != "base_dir"}
+        resolved["quick_mode"] = self.quick
+        marker = self.out / "study.json"
+        if marker.is_file():
+            stored = json.loads(marker.read_text()).get("resolved")
+            if stored != json.loads(json.dumps(resolved)):
+                changed = sorted(k for k in resolved if stored is None or stored.get(k) != json.loads(json.dumps(resolved[k])))
+                raise RunError(f"{self.out}: holds a study with other settings ({', '.join(changed) or 'format'}); "
+                               "rerun with the same YAML and flags, or choose another --out")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise RunError(f"{self.out}: exists and is not a study folder; choose another --out")
+        self._resolved = resolved
+
+    def _write_marker(self) -> None:
+        from medsyn.study.store import write_json_atomic
+
+        if not (self.out / "study.json").is_file():
+            write_json_atomic(self.out / "study.json", {"resolved": self._resolved})
 
     def _train_cap(self) -> int | None:
         return self.cfg.quick.max_train_per_class if self.quick else None
@@ -114,6 +138,7 @@ class StudyRunner:
     def run(self) -> dict:
         if self.data is None:
             self.prepare()
+        self._write_marker()
         try:
             for fold in self.folds:
                 for gen in self.cfg.generators:
