@@ -9,7 +9,6 @@ Model selection looks only at the validation split; the test split is never touc
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from medsyn.models.classifiers import (
     CLASSIFIERS, ClassifierConfig, ClassifierNet, SvmClassifier, build_classifier, resolve_classifier_config,
 )
 from medsyn.train.batches import step_seed
+from medsyn.train.checkpoint import torch_save_atomic
 from medsyn.train.setup import resolve_device
 
 FORMAT = "medsyn-classifier-1"
@@ -310,12 +310,7 @@ def save_classifier(trained: TrainedClassifier, path: str | Path) -> Path:
     else:
         state["state_dict"] = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return torch_save_atomic(state, path)
 
 
 def load_classifier(path: str | Path, device: str = "auto") -> TrainedClassifier:

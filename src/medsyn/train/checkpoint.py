@@ -40,7 +40,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``run_dir/checkpoint.pt`` through a temporary file and an atomic rename."""
-    path = Path(run_dir) / CHECKPOINT
+    return torch_save_atomic(state, Path(run_dir) / CHECKPOINT)
+
+
+def torch_save_atomic(state: dict[str, Any], path: Path) -> Path:
+    """torch.save through a synced temporary file and os.replace: a crash leaves the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     with open(tmp, "rb") as fh:
