@@ -47,4 +47,4 @@ def run_demo(out: Path, steps: int, device: str, console: Console, progress_fact
     console.print(f"  training grids    {run_dir}/grids/ (one row per class: {', '.join(names)})")
     console.print(f"  synthetic set     {samples_dir}/ (class folders, manifest.csv)")
     for name in names:
-        console.print(f"  synthetic {name:<10}{samples_dir / f'grid_{class_dir_name(name)}.png'}")
+        console.print(f"  synthetic {name:<12}{samples_dir / f'grid_{class_dir_name(name)}.png'}")

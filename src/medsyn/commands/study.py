@@ -48,8 +48,9 @@ def study_command(
             console.print(f"interrupted; finished units are kept in {out}. Continue with the same command.")
             raise typer.Exit(130)
     report = write_report(out)
-    for v in results["verdicts"]:
-        out_console.print(f"{v['classifier']:<14} {v['arm']:<36} vs {v['reference']:<8} "
-                          f"dAUC {v['delta_auc']:+.3f}  p_holm {v['p_holm'] if v['p_holm'] is None else round(v['p_holm'], 4)}"
-                          f"  {v['verdict']}", highlight=False)
+    for v in results["verdicts"]:  # McNemar tests accuracy, so the verdict follows the accuracy difference
+        p = "n/a" if v["p_holm"] is None else f"{v['p_holm']:.4f}"
+        out_console.print(f"{v['classifier']:<12} {v['arm']:<34} vs {v['reference']:<7} dAcc {v['delta_accuracy']:+.3f} "
+                          f"dAUC {v['delta_auc']:+.3f} p_holm {p}  {v['verdict']}", markup=False, highlight=False,
+                          soft_wrap=True)
     out_console.print(f"results: {out / 'results.json'}\nreport:  {report}")
