@@ -138,11 +138,15 @@ def train(
     options = DataOptions(data, manifest, axis, _slices(slices), _window(window)) if data else None
     prepared = prepare_run(out, layers, options, resume)
     trainer = prepared.trainer
+    if not trainer.ctx.is_main:  # under torchrun, rank 0 alone talks
+        result = execute_run(prepared)
+        raise typer.Exit(130 if result.interrupted else 0)
     for notice in prepared.notices:
         console.print(f"[yellow]notice:[/] {notice}")
+    ranks = f" x {trainer.ctx.world_size} processes" if trainer.ctx.enabled else ""
     console.print(f"training {prepared.spec.name} on {len(prepared.data)} images "
                   f"({prepared.data.size}x{prepared.data.size}x{prepared.data.channels}, {prepared.data.num_classes} classes) "
-                  f"on {trainer.device}, steps {trainer.step}->{trainer.total_steps}")
+                  f"on {trainer.device}{ranks}, steps {trainer.step}->{trainer.total_steps}")
     with _progress() as progress:
         task = progress.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
 

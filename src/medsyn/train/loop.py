@@ -24,6 +24,7 @@ from medsyn.errors import DivergenceError
 from medsyn.models.base import ModelSpec
 from medsyn.train.batches import BatchSource, step_seed
 from medsyn.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from medsyn.train.distributed import Distributed, data_parallel, from_environment, initialise
 from medsyn.train.ema import ModelEma
 from medsyn.train.losses import build_loss
 from medsyn.train.logging import RunLogger
@@ -72,16 +73,24 @@ class _StopFlag:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, spec: ModelSpec, data: LabeledImages, run_dir: Path, data_info: dict[str, Any]):
+    def __init__(self, cfg: TrainConfig, spec: ModelSpec, data: LabeledImages, run_dir: Path, data_info: dict[str, Any],
+                 ctx: Distributed | None = None):
         self.cfg, self.spec, self.run_dir, self.data_info = cfg, spec, run_dir, data_info
-        self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)  # network initialisation
+        self.ctx = ctx if ctx is not None else from_environment()
+        self.ctx.check_batch(cfg.batch)
+        self.device = initialise(self.ctx, resolve_device(cfg.device))
+        torch.manual_seed(cfg.seed)  # network initialisation: the same on every rank
         nets = build_networks(spec, cfg, data.size, data.channels, data.num_classes)
         self.G, self.D, self.image_spec = nets.generator.to(self.device), nets.discriminator.to(self.device), nets.image_spec
-        self.ema = ModelEma(self.G, cfg.ema_decay)
+        self.ema = ModelEma(self.G, cfg.ema_decay)  # before the wrap: the EMA copy keeps plain batch norm
+        # G and D are the networks (checkpoints hold their state); the *_step versions are what a
+        # training step calls: the same modules, wrapped for gradient averaging under torchrun.
+        self.G_step, self.D_step = data_parallel(self.G, self.ctx, self.device), data_parallel(self.D, self.ctx, self.device)
+        self.blocks = data.num_classes if cfg.per_class else 1
         self.opt_g = build_optimizer(self.G.parameters(), cfg, cfg.lr_g, self.device)
         self.opt_d = build_optimizer(self.D.parameters(), cfg, cfg.lr_d, self.device)
         self.loss = build_loss(spec.objective, cfg)
+        self.loss.ctx, self.loss.blocks = self.ctx, self.blocks
         images = torch.from_numpy(data.images).to(self.device) * 2 - 1  # networks see [-1, 1] (tanh range)
         labels = torch.from_numpy(data.labels).to(self.device)
         self.batches = BatchSource(images, labels, cfg.batch, cfg.per_class, data.num_classes, cfg.seed)
@@ -124,9 +133,9 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------
     def _real_batch(self, draw: int):
         real, labels = self.batches.draw(draw)
-        if self.augment is not None:
+        if self.augment is not None:  # on the global batch, so the shards see one-process augmentation
             real = self.augment((real + 1) / 2) * 2 - 1
-        return real, labels
+        return self.ctx.shard(real, self.blocks), self.ctx.shard(labels, self.blocks)
 
     def _set_lr(self) -> None:
         scale = learning_rate_scale(self.cfg, self.step, self.total_steps)
@@ -142,20 +151,20 @@ class Trainer:
         for phase in range(cfg.critic_steps):
             last = phase == cfg.critic_steps - 1
             real, labels = self._real_batch(self.step * cfg.critic_steps + phase)
-            z = sample_latent(real.shape[0], cfg, self.device)
+            z = self.ctx.shard(sample_latent(cfg.batch * self.blocks, cfg, self.device), self.blocks)
             with self.autocast():
                 # The last phase's fakes keep their graph and serve the G step too (as the PyTorch
                 # DCGAN example does): one generator forward per step instead of two.
                 with torch.set_grad_enabled(last):
-                    fake = self.G(z, labels)
-                loss_d, stats_d = self.loss.d_loss(self.D, real, fake.detach(), labels)
+                    fake = self.G_step(z, labels)
+                loss_d, stats_d = self.loss.d_loss(self.D_step, real, fake.detach(), labels)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
             self.loss.after_d_step(self.D)
         stats.update(stats_d)
         with self.autocast():
-            loss_g, stats_g = self.loss.g_loss(self.D, fake, labels)
+            loss_g, stats_g = self.loss.g_loss(self.D_step, fake, labels)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -177,34 +186,44 @@ class Trainer:
         return values
 
     def fit(self, on_progress: Callable[[int, int, dict[str, float], float], None] | None = None) -> TrainResult:
-        cfg, logger = self.cfg, RunLogger(self.run_dir, self)
+        cfg, ctx = self.cfg, self.ctx
+        logger = RunLogger(self.run_dir, self) if ctx.is_main else None  # rank 0 alone writes
         start_step, started = self.step, time.perf_counter()
         last_good, values, rate = self.step, {}, 0.0
-        stop = _StopFlag()
+        stop, stopping = _StopFlag(), False
         try:
             with stop.installed():
-                while self.step < self.total_steps and not stop.requested:
+                while self.step < self.total_steps and not stopping:
                     stats = self.train_step()
                     boundary = self.step == self.total_steps
                     due_log = self.step % cfg.log_every == 0 or boundary
                     due_ckpt = self.step % cfg.ckpt_every == 0 or boundary
                     if due_log or due_ckpt:
-                        values = self._check_finite(stats, last_good)
+                        values = self._check_finite(ctx.mean(stats), last_good)
                         rate = (self.step - start_step) * cfg.batch * self._images_factor() / (time.perf_counter() - started)
-                        logger.scalars(self.step, values, rate)
-                    if self.step % cfg.grid_every == 0 or boundary:
+                        if logger is not None:
+                            logger.scalars(self.step, values, rate)
+                    if logger is not None and (self.step % cfg.grid_every == 0 or boundary):
                         logger.grid(self.step)
                     if due_ckpt:
-                        save_checkpoint(self.run_dir, self.state_dict())
+                        if ctx.is_main:
+                            save_checkpoint(self.run_dir, self.state_dict())
                         last_good = self.step
-                    if on_progress is not None:
+                    if on_progress is not None and ctx.is_main:
                         on_progress(self.step, self.total_steps, values, rate)
-                if stop.requested and self.step != last_good:
-                    values = self._check_finite(stats, last_good)
-                    save_checkpoint(self.run_dir, self.state_dict())
+                    if not ctx.enabled:
+                        stopping = stop.requested
+                    elif due_log:  # ranks agree at log steps only: asking every step would wait on all of them
+                        stopping = ctx.any(stop.requested, self.device)
+                if stopping and self.step != last_good:
+                    values = self._check_finite(ctx.mean(stats), last_good)
+                    if ctx.is_main:
+                        save_checkpoint(self.run_dir, self.state_dict())
         finally:
-            logger.close()
-        return TrainResult(self.step, self.total_steps, rate, values, interrupted=stop.requested)
+            if logger is not None:
+                logger.close()
+        ctx.barrier()  # no rank leaves while rank 0 still writes the last checkpoint
+        return TrainResult(self.step, self.total_steps, rate, values, interrupted=stopping)
 
     def _images_factor(self) -> int:
         """Generated images per generator step (per-class mode draws a batch for every class)."""

@@ -11,10 +11,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medsyn.registry import Registry
+from medsyn.train.distributed import SINGLE, Distributed
 
 
 class GanLoss:
     """Base: the non-saturating GAN of Goodfellow et al. (BCE), used by dcgan, gan, cgan, lungct-gan."""
+
+    # Under torchrun each rank holds a shard of the global batch; the Trainer sets these so that
+    # noise a loss draws per sample is drawn for the global batch and sharded the same way.
+    ctx: Distributed = SINGLE
+    blocks: int = 1
+
+    def uniform_per_sample(self, like: Tensor) -> Tensor:
+        """U[0, 1) of shape (N, 1, 1, 1) for this rank's N samples, as a one-process run draws them."""
+        full = torch.rand(like.shape[0] * self.ctx.world_size, 1, 1, 1, device=like.device, dtype=like.dtype)
+        return self.ctx.shard(full, self.blocks)
 
     def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         real_score, _ = D(real, labels)
@@ -69,9 +80,8 @@ class WassersteinGPLoss(WassersteinClipLoss):
         loss = -distance + self.gp_weight * penalty
         return loss, {"loss_d": loss.detach(), "w_distance": distance.detach(), "gp": penalty.detach()}
 
-    @staticmethod
-    def gradient_penalty(D, real, fake, labels) -> Tensor:
-        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    def gradient_penalty(self, D, real, fake, labels) -> Tensor:
+        alpha = self.uniform_per_sample(real)
         mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         score, _ = D(mixed, labels)
         (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)

@@ -137,14 +137,16 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
 def execute_run(prepared: PreparedRun, on_progress: Callable | None = None) -> TrainResult:
     """Create the run folder and train; a run that fails before its first checkpoint leaves no folder."""
     trainer = prepared.trainer
-    out = trainer.run_dir
+    out, main = trainer.run_dir, trainer.ctx.is_main
+    trainer.ctx.barrier()  # under torchrun: every rank has checked the run folder before rank 0 writes it
     created = not out.exists() or not any(out.iterdir())
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False))
-    _write_atomic(out / "data.json", json.dumps(trainer.data_info, indent=2))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False))
+        _write_atomic(out / "data.json", json.dumps(trainer.data_info, indent=2))
     try:
         return trainer.fit(on_progress)
     except BaseException:
-        if created and not (out / CHECKPOINT).exists():
+        if main and created and not (out / CHECKPOINT).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
