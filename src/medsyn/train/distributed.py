@@ -112,8 +112,11 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32))
-        mean = all_reduce(x.float().sum(dims)) / count
+        # Per-channel sums and the element count travel in one all-reduce (ranks may hold unequal shares).
+        local = torch.cat([x.float().sum(dims), x.new_full((1,), x.numel() / x.shape[1], dtype=torch.float32)])
+        totals = all_reduce(local)
+        count = totals[-1:]
+        mean = totals[:-1] / count
         centred = x.float() - mean.view(shape)
         var = all_reduce(centred.square().sum(dims)) / count
         if self.track_running_stats:

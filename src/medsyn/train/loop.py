@@ -86,6 +86,7 @@ class Trainer:
         # G and D are the networks (checkpoints hold their state); the *_step versions are what a
         # training step calls: the same modules, wrapped for gradient averaging under torchrun.
         self.G_step, self.D_step = data_parallel(self.G, self.ctx, self.device), data_parallel(self.D, self.ctx, self.device)
+        # Blocks of `batch` images in a global batch: one per class in per-class mode, else one.
         self.blocks = data.num_classes if cfg.per_class else 1
         self.opt_g = build_optimizer(self.G.parameters(), cfg, cfg.lr_g, self.device)
         self.opt_d = build_optimizer(self.D.parameters(), cfg, cfg.lr_d, self.device)
@@ -200,7 +201,7 @@ class Trainer:
                     due_ckpt = self.step % cfg.ckpt_every == 0 or boundary
                     if due_log or due_ckpt:
                         values = self._check_finite(ctx.mean(stats), last_good)
-                        rate = (self.step - start_step) * cfg.batch * self._images_factor() / (time.perf_counter() - started)
+                        rate = (self.step - start_step) * cfg.batch * self.blocks / (time.perf_counter() - started)
                         if logger is not None:
                             logger.scalars(self.step, values, rate)
                     if logger is not None and (self.step % cfg.grid_every == 0 or boundary):
@@ -224,7 +225,3 @@ class Trainer:
                 logger.close()
         ctx.barrier()  # no rank leaves while rank 0 still writes the last checkpoint
         return TrainResult(self.step, self.total_steps, rate, values, interrupted=stopping)
-
-    def _images_factor(self) -> int:
-        """Generated images per generator step (per-class mode draws a batch for every class)."""
-        return self.image_spec.num_classes if self.cfg.per_class else 1
