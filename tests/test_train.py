@@ -38,7 +38,7 @@ def _states_equal(a: dict, b: dict) -> bool:
     return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", [n for n in MODELS if MODELS.get(n).role == "generator"])
 @pytest.mark.parametrize("size,channels", [(28, 1), (40, 3)])
 def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels):
     data = make_npz(size=size, channels=channels)

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from medsyn.commands.classify import classify as classify_command
+from medsyn.commands.curate import curate_command
 from medsyn.commands.fid import fid_command
+from medsyn.commands.refine import refine_command
 from medsyn.commands.study import study_command
 from medsyn.errors import ConfigError, MedsynError
 from medsyn.ui import console, out_console, progress as _progress
@@ -115,6 +117,7 @@ def augment(
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, config, TensorBoard logs, grids)."),
     data: Optional[str] = typer.Option(None, "--data", help="Training data (any source `medsyn data info` reads); optional with --resume."),
+    source: Optional[str] = typer.Option(None, "--source", help="Refiners only: the synthetic images to refine (a `medsyn sample` folder or any source); optional with --resume."),
     model: Optional[str] = typer.Option(None, "--model", help="Generator from `medsyn models` (default dcgan)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total generator steps of the run."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Total passes over the training images."),
@@ -135,7 +138,9 @@ def train(
     flags = {"model": model, "steps": steps, "epochs": epochs, "per_class": per_class, "batch": batch,
              "seed": seed, "device": device}
     layers = [load_yaml(config) if config else {}, parse_overrides(set_), {k: v for k, v in flags.items() if v is not None}]
-    options = DataOptions(data, manifest, axis, _slices(slices), _window(window)) if data else None
+    if source and not data and not resume:
+        raise ConfigError("--source goes with --data: a refiner learns from synthetic (--source) and real (--data) images")
+    options = DataOptions(data, manifest, axis, _slices(slices), _window(window), refine_source=source) if data else None
     prepared = prepare_run(out, layers, options, resume)
     trainer = prepared.trainer
     if not trainer.ctx.is_main:  # under torchrun, rank 0 alone talks
@@ -170,13 +175,14 @@ def sample(
     fmt: str = typer.Option("png", "--format", help="png (class folders) or npz (MedMNIST-style)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
+    input_: Optional[str] = typer.Option(None, "--input", help="gaunet: real images to rewrite (any source `medsyn data info` reads, same classes as the run); default: the run's training data."),
 ):
     """Write a labeled synthetic dataset from a trained run, with manifest.csv and a grid per class."""
     from medsyn.imageio import ensure_new_dir
     from medsyn.sample import load_generator, write_samples
 
     ensure_new_dir(out)
-    loaded = load_generator(run, device)  # a missing or broken run fails here, before the progress bar
+    loaded = load_generator(run, device, source_data=input_)  # a missing or broken run fails here, before the progress bar
     with _progress() as progress:
         task = progress.add_task("sample", total=None, info="")
         started = time.perf_counter()
@@ -205,7 +211,9 @@ def demo(
 # Evaluation commands live in medsyn.commands (each module imports only typer at load time).
 app.command("fid")(fid_command)
 app.command("classify")(classify_command)
+app.command("curate")(curate_command)
 app.command("study")(study_command)
+app.command("refine")(refine_command)
 
 
 def main() -> None:

@@ -41,6 +41,19 @@ class TrainConfig:
     width: float = 1.0  # channel multiplier of both networks
     ema_decay: float = 0.995  # EMA of generator weights, used for sampling (ramped up from 0 early on)
     augment: str | None = None  # classic preset applied online to real images (on the device)
+    # refiners (brain-MRI paper, Tables 2 and 3); generators ignore these
+    lr_halve_every: int | None = None  # halve both lrs every N steps (UNIT/MUNIT: every 20k of 100k)
+    pretrain_steps: int = 0  # SimGAN: first refiner steps on the self-regulariser alone (paper: 500)
+    refiner_steps: int = 1  # SimGAN: refiner updates per discriminator update (paper: 5)
+    history_size: int = 0  # SimGAN: refined images kept for the discriminator (0 = no history buffer)
+    reg_weight: float = 5e-5  # SimGAN: lambda of the L1 self-regulariser, summed over pixels as in Shrivastava et al.
+    gan_weight: float = 1.0  # UNIT/MUNIT: adversarial (LSGAN) term
+    recon_weight: float = 10.0  # UNIT/MUNIT: within-domain image reconstruction (L1)
+    kl_weight: float = 0.01  # UNIT/MUNIT: KL of the latent code of the reconstruction stream
+    cycle_weight: float = 10.0  # UNIT/MUNIT: cycle reconstruction (L1)
+    cycle_kl_weight: float = 0.01  # UNIT/MUNIT: KL of the latent code of the cycle stream
+    perceptual_weight: float = 1.0  # UNIT/MUNIT: domain-invariant perceptual term (used only with perceptual_weights)
+    perceptual_weights: str | None = None  # UNIT/MUNIT: torchvision VGG-19 ImageNet state_dict (.pth); never downloaded
     # data
     size: int | None = None  # image side the model works at; default: the data's
     channels: int | None = None  # 1 or 3; default: the data's
@@ -66,6 +79,10 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.width <= 0:
             raise ConfigError(f"width must be positive, got {self.width}")
+        if self.refiner_steps < 1 or self.pretrain_steps < 0 or self.history_size < 0:
+            raise ConfigError("refiner_steps must be at least 1, pretrain_steps and history_size at least 0")
+        if self.lr_halve_every is not None and self.lr_halve_every < 1:
+            raise ConfigError(f"lr_halve_every must be at least 1, got {self.lr_halve_every}")
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from medsyn.errors import ConfigError
+from medsyn.data.types import LabeledImages
+from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
-from medsyn.train.batches import step_seed
+from medsyn.train.batches import SourcePool, step_seed
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
 from medsyn.train.ema import calibration_inputs, recalibrate_batch_norm
 from medsyn.train.logging import generate
@@ -30,21 +31,90 @@ class LoadedGenerator:
     step: int
     checkpoint_sha256: str
     device: torch.device
+    sources: SourcePool | None = None  # real images an image-input generator rewrites
+    source_names: list[str] | None = None  # where each of them came from, for the manifest
 
 
-def load_generator(run_dir: str | Path, device: str = "auto") -> LoadedGenerator:
-    """The EMA generator of a run, in eval mode on ``device``."""
+def load_generator(run_dir: str | Path, device: str = "auto", source_data: str | None = None) -> LoadedGenerator:
+    """The EMA generator of a run, in eval mode on ``device``.
+
+    Args:
+        run_dir: a run folder made by ``medsyn train``.
+        device: "auto", "cpu" or "cuda[:N]".
+        source_data: for image-input models (gaunet), the data source whose real images the generator
+            rewrites; by default the run's own training data, reloaded as it was for training.
+
+    Raises:
+        DataError: the source images cannot be read, or their classes differ from the run's.
+    """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir)
-    cfg, spec = resolve_config(state["config"])
     model = state["model"]
+    if model.get("role") == "refiner":
+        raise RunError(f"{run_dir}: a {model['name']} refiner run makes no images of its own; apply it with "
+                       f"`medsyn refine {run_dir} --input SYNTHETIC_DIR --out DIR`")
+    cfg, spec = resolve_config(state["config"])
     nets = build_networks(spec, cfg, model["size"], model["channels"], model["num_classes"])
     nets.generator.load_state_dict(state["generator_ema"])
     torch_device = resolve_device(device)
     generator = nets.generator.to(torch_device)
-    recalibrate_batch_norm(generator, calibration_inputs(cfg, model["num_classes"], torch_device, seed=cfg.seed))
+    pool, names = None, None
+    if spec.image_input:
+        real = _source_images(state, cfg, source_data)
+        pool = SourcePool(torch.from_numpy(real.images).to(torch_device) * 2 - 1, torch.from_numpy(real.labels),
+                          model["num_classes"])
+        names = _source_names(real)
+    elif source_data is not None:
+        raise ConfigError(f"--input is for models that rewrite real images (gaunet); {spec.name} samples from noise alone")
+    recalibrate_batch_norm(generator, calibration_inputs(cfg, model["num_classes"], torch_device, seed=cfg.seed,
+                                                         sources=pool))
     return LoadedGenerator(generator, cfg, model, state["data"], int(state["step"]),
-                           file_sha256(run_dir / CHECKPOINT), torch_device)
+                           file_sha256(run_dir / CHECKPOINT), torch_device, pool, names)
+
+
+def _source_images(state: dict, cfg, source_data: str | None) -> LabeledImages:
+    """The real images to rewrite: ``source_data``, or the run's training data; classes must match the run's."""
+    from medsyn.train.run import DataOptions, load_training_data
+
+    model, trained_on = state["model"], state["data"]
+    if source_data is None:
+        load = trained_on["load"]
+        options = DataOptions(load["source"], load["manifest"], load["axis"],
+                              tuple(load["slices"]) if load["slices"] else None,
+                              tuple(load["window"]) if load["window"] else None)
+    else:
+        options = DataOptions(source_data)
+    # At the run's image size and channels, whatever the source's own are.
+    real = load_training_data(options, replace(cfg, size=model["size"], channels=model["channels"]))
+    if list(real.class_names) != list(trained_on["class_names"]):
+        raise DataError(options.source, f"has classes {list(real.class_names)}, but the run was trained on "
+                                        f"{list(trained_on['class_names'])}; give sources of the same classes")
+    empty = [name for name, count in zip(real.class_names, real.class_counts()) if count == 0]
+    if empty:
+        raise DataError(options.source, f"has no images of class {empty[0]!r} to rewrite")
+    return real
+
+
+def _source_names(real: LabeledImages) -> list[str]:
+    """Each source image's origin: its file when the reader knows it, else source[:split]#index."""
+    if real.paths is not None:
+        return list(real.paths)
+    if real.splits is not None:
+        return [f"{real.source}:{split}#{i}" for i, split in enumerate(real.splits)]
+    return [f"{real.source}#{i}" for i in range(len(real))]
+
+
+def source_indices(loaded: LoadedGenerator, klass: int, count: int, seed: int) -> torch.Tensor:
+    """Indices in ``loaded.sources`` of the real images behind synthetic images 0..count-1 of a class.
+
+    Image i's source depends only on (seed, klass, i): drawn in fixed blocks like the latents.
+    """
+    parts = []
+    for start in range(0, count, LATENT_BLOCK):
+        gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, klass, stream=3000 + start // LATENT_BLOCK))
+        wanted = torch.full((LATENT_BLOCK,), klass, dtype=torch.long)
+        parts.append(loaded.sources.classes.of_class(wanted, gen)[: count - start])
+    return torch.cat(parts)
 
 
 def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int = 256,
@@ -55,13 +125,16 @@ def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int 
     """
     images, labels = [], []
     for k in range(max(1, loaded.model["num_classes"])):
+        picks = None if loaded.sources is None else source_indices(loaded, k, n_per_class, seed).to(loaded.device)
         for start in range(0, n_per_class, LATENT_BLOCK):
             # Latents come in fixed blocks from their own seed: a normal draw of another length would differ.
             gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, k, stream=1000 + start // LATENT_BLOCK))
             z = sample_latent(LATENT_BLOCK, loaded.cfg, torch.device("cpu"), generator=gen)[: n_per_class - start]
             y = torch.full((len(z),), k, dtype=torch.long)
             for i in range(0, len(z), batch):
-                images.append(generate(loaded.generator, z[i:i + batch].to(loaded.device), y[i:i + batch].to(loaded.device), batch))
+                src = None if picks is None else loaded.sources.images.index_select(0, picks[start + i:start + i + batch])
+                images.append(generate(loaded.generator, z[i:i + batch].to(loaded.device), y[i:i + batch].to(loaded.device),
+                                       batch, sources=src))
                 if on_batch is not None:
                     on_batch(len(images[-1]))
         labels.append(np.full(n_per_class, k, dtype=np.int64))
@@ -85,6 +158,10 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
     bit_depth = int(loaded.data.get("bit_depth", 8))
     rows = [{"model": loaded.model["name"], "checkpoint_sha256": loaded.checkpoint_sha256, "step": loaded.step,
              "seed": seed, "index": i % n_per_class} for i in range(len(labels))]
+    if loaded.sources is not None:  # which real image each synthetic one rewrites
+        for k in range(loaded.model["num_classes"]):
+            for i, src in enumerate(source_indices(loaded, k, n_per_class, seed).tolist()):
+                rows[k * n_per_class + i]["source"] = loaded.source_names[src]
     with atomic_dir(out) as tmp:
         if fmt == "png":
             write_image_folder(tmp, images, labels, names, bit_depth=bit_depth, rows=rows, stem="syn")

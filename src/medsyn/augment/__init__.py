@@ -1,4 +1,5 @@
 """Classic augmentation presets of the papers, seeded: online on batches, offline to disk."""
+from medsyn.augment import crop  # noqa: F401  (registers the pggan-crop preset)
 from medsyn.augment.offline import AugmentedSet, augment_dataset, augment_with_provenance, write_augmented
 from medsyn.augment.presets import (
     PRESETS,

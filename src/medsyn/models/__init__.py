@@ -1,13 +1,15 @@
 """GAN generators and discriminators, one file per family, all reachable by name through MODELS.
 
 Importing this package imports every family module, which registers its models:
-dcgan, acgan, wgan, wgan-gp (dcgan.py), gan, cgan (mlp.py) and lungct-gan (lungct.py).
+dcgan, acgan, wgan, wgan-gp (dcgan.py), gan, cgan (mlp.py), lungct-gan (lungct.py), gaunet (gaunet.py)
+and pggan (pggan.py).
 """
 from __future__ import annotations
 
 from torch import nn
 
-from medsyn.models import dcgan, lungct, mlp  # noqa: F401  (imported for registration)
+from medsyn.models import dcgan, gaunet, lungct, mlp, pggan  # noqa: F401  (imported for registration)
+from medsyn.models import refiners_simgan, refiners_unit  # noqa: F401  (refiners, synthetic -> refined image)
 from medsyn.models.base import MODELS, Conditioning, ImageSpec, ModelSpec, NetOptions
 
 __all__ = [

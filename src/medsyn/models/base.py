@@ -59,6 +59,9 @@ class ModelSpec:
         build_generator, build_discriminator: factories from the data's ImageSpec.
         train_defaults: TrainConfig fields the paper fixes (optimizer, learning rates, batch, ...).
         size_note: callable(size) -> str or "" describing padding/cropping done at that size.
+        image_input: G needs a real image of the same class: it is called ``G(z, labels, sources)``
+            with sources (N, C, S, S) in [-1, 1], and D judges pairs: ``D(cat([anchor, x], 1), labels)``
+            on 2C channels, the anchor another real image of the class.
     """
 
     name: str
@@ -69,6 +72,8 @@ class ModelSpec:
     build_discriminator: NetBuilder
     train_defaults: dict[str, Any] = field(default_factory=dict)
     size_note: Callable[[int], str] = lambda size: ""
+    role: str = "generator"  # "generator": G(z, labels); "refiner": synthetic image -> refined image (simgan, unit, munit)
+    image_input: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

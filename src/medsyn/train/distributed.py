@@ -173,6 +173,9 @@ def data_parallel(module: nn.Module, ctx: Distributed, device: torch.device) -> 
     from torch.nn.parallel import DistributedDataParallel
 
     convert_batch_norm(module)
+    # Progressive networks (pggan) leave the layers of later stages without gradients until they
+    # grow in; DDP must then look for unused parameters each step instead of waiting for them.
+    growing = any(hasattr(m, "set_progress") for m in module.modules())
     # Buffers are not broadcast: synced batch norm already gives every rank the same statistics.
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                   forward_sync_buffers=False)
+                                   forward_sync_buffers=False, find_unused_parameters=growing)

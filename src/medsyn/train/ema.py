@@ -37,7 +37,7 @@ def recalibrate_batch_norm(generator: nn.Module, make_inputs, batches: int = 16)
 
     Averaged weights with statistics copied from the live generator do not match each other, and a
     BN generator in eval mode then renders dark, washed-out images ("standing statistics", BigGAN).
-    ``make_inputs(i) -> (z, labels)`` gives batch i; the result is in eval mode.
+    ``make_inputs(i) -> (z, labels)`` (or (z, labels, sources)) gives batch i; the result is in eval mode.
     """
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -54,14 +54,21 @@ def recalibrate_batch_norm(generator: nn.Module, make_inputs, batches: int = 16)
     return generator.eval()
 
 
-def calibration_inputs(cfg, num_classes: int, device: torch.device, seed: int, batch: int = 64):
-    """Seeded (z, labels) batches with classes balanced, for ``recalibrate_batch_norm``."""
+def calibration_inputs(cfg, num_classes: int, device: torch.device, seed: int, batch: int = 64, sources=None):
+    """Seeded (z, labels) batches with classes balanced, for ``recalibrate_batch_norm``.
+
+    With ``sources`` (a ``SourcePool``, for image-input generators) the batches are
+    (z, labels, real images of those classes), drawn from the same seed.
+    """
     from medsyn.train.batches import step_seed
     from medsyn.train.setup import sample_latent
 
     def make(i: int):
         gen = torch.Generator().manual_seed(step_seed(seed, i, stream=77))
         labels = torch.arange(batch) % max(1, num_classes)
-        return sample_latent(batch, cfg, torch.device("cpu"), generator=gen).to(device), labels.to(device)
+        z = sample_latent(batch, cfg, torch.device("cpu"), generator=gen).to(device)
+        if sources is None:
+            return z, labels.to(device)
+        return z, labels.to(device), sources.pick(labels, gen)[0].to(device)
 
     return make

@@ -10,7 +10,7 @@ import torch
 
 from medsyn.imageio import make_grid, save_grid
 from medsyn.train.ema import calibration_inputs, recalibrate_batch_norm
-from medsyn.train.batches import step_seed
+from medsyn.train.batches import SourcePool, step_seed
 from medsyn.train.setup import sample_latent
 
 if TYPE_CHECKING:
@@ -20,14 +20,17 @@ PER_CLASS_IN_GRID = 8
 
 
 @torch.no_grad()
-def generate(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Images in [0, 1] as float32 numpy (N, C, H, W), generated in eval mode in chunks."""
+def generate(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, batch: int = 256,
+             sources: torch.Tensor | None = None) -> np.ndarray:
+    """Images in [0, 1] as float32 numpy (N, C, H, W), generated in eval mode in chunks.
+
+    ``sources`` (N, C, S, S) in [-1, 1]: the real images an image-input generator rewrites.
+    """
     was_training = generator.training
     generator.eval()
-    parts = [
-        ((generator(z[i:i + batch], labels[i:i + batch]).float() + 1) / 2).clamp_(0, 1).cpu()
-        for i in range(0, len(z), batch)
-    ]
+    inputs = (lambda i: (z[i:i + batch], labels[i:i + batch])) if sources is None else (
+        lambda i: (z[i:i + batch], labels[i:i + batch], sources[i:i + batch]))
+    parts = [((generator(*inputs(i)).float() + 1) / 2).clamp_(0, 1).cpu() for i in range(0, len(z), batch)]
     generator.train(was_training)
     return torch.cat(parts).numpy()
 
@@ -46,7 +49,14 @@ class RunLogger:
         self.labels = torch.arange(classes).repeat_interleave(PER_CLASS_IN_GRID).to(trainer.device)
         self.z = sample_latent(len(self.labels), trainer.cfg, torch.device("cpu"), generator=gen).to(trainer.device)
         (run_dir / "grids").mkdir(exist_ok=True)
-        self._calibration_inputs = calibration_inputs(trainer.cfg, classes, trainer.device, seed=trainer.cfg.seed)
+        pool, self.sources = None, None
+        if trainer.spec.image_input:  # fixed sources too: the first training images of each class
+            pool = SourcePool(trainer.batches.images, trainer.batches.labels, classes)
+            self.sources = pool.first(self.labels)
+            save_grid(run_dir / "grids" / "sources.png", ((self.sources + 1) / 2).clamp(0, 1).cpu().numpy(),
+                      nrow=PER_CLASS_IN_GRID)
+        self._calibration_inputs = calibration_inputs(trainer.cfg, classes, trainer.device, seed=trainer.cfg.seed,
+                                                      sources=pool)
 
     def scalars(self, step: int, values: dict[str, float], images_per_second: float) -> None:
         for key, value in values.items():
@@ -57,7 +67,7 @@ class RunLogger:
         """One row per class from the EMA generator: PNG in grids/ and an image per class in TensorBoard."""
         ema = copy.deepcopy(self.trainer.ema.module)
         recalibrate_batch_norm(ema, self._calibration_inputs)
-        images = generate(ema, self.z, self.labels)
+        images = generate(ema, self.z, self.labels, sources=self.sources)
         save_grid(self.run_dir / "grids" / f"step_{step:07d}.png", images, nrow=PER_CLASS_IN_GRID)
         save_grid(self.run_dir / "grid_latest.png", images, nrow=PER_CLASS_IN_GRID)
         names = self.trainer.data_info.get("class_names", [])

@@ -48,6 +48,29 @@ def total_steps_for(cfg: TrainConfig, images_per_epoch: int, default_steps: int 
     return default_steps
 
 
+def paired_critic(D: torch.nn.Module, anchors: torch.Tensor) -> Callable:
+    """The critic of a pair model as the loss objects call it: ``critic(x, labels)`` judges [anchor, x].
+
+    The losses stay unchanged: real x = x_j gives the real pair {x_i, x_j}, a fake x_g the fake pair
+    {x_i, x_g}, and WGAN-GP's interpolates (and its gradient) are taken in x with the anchor fixed.
+    """
+    return lambda images, labels: D(torch.cat([anchors.to(images.dtype), images], dim=1), labels)
+
+
+def finite_values(stats: dict[str, torch.Tensor], step: int, last_good_step: int, run_dir: Path,
+                  hint: str = "") -> dict[str, float]:
+    """Floats of a step's statistics (the one host sync, at log/checkpoint steps only); a NaN or inf stops the run."""
+    values = {k: float(v) for k, v in stats.items()}
+    bad = [k for k, v in values.items() if not np.isfinite(v)]
+    if bad:
+        raise DivergenceError(
+            f"training diverged at step {step}: {bad[0]} is {values[bad[0]]}; "
+            f"kept the last good checkpoint (step {last_good_step}) in {run_dir}. "
+            f"Lower the learning rates (--set lr_d=... lr_g=...){hint}."
+        )
+    return values
+
+
 class _StopFlag:
     """Ctrl-C asks the loop to stop at the next step boundary, so the saved state is never half a step."""
 
@@ -88,6 +111,9 @@ class Trainer:
         self.G_step, self.D_step = data_parallel(self.G, self.ctx, self.device), data_parallel(self.D, self.ctx, self.device)
         # Blocks of `batch` images in a global batch: one per class in per-class mode, else one.
         self.blocks = data.num_classes if cfg.per_class else 1
+        # Progressively grown networks (pggan) take their stage from the step; the EMA copy too,
+        # so grids and checkpoints show the stage being trained.
+        self.growing = [m for net in (self.G, self.D, self.ema.module) for m in net.modules() if hasattr(m, "set_progress")]
         self.opt_g = build_optimizer(self.G.parameters(), cfg, cfg.lr_g, self.device)
         self.opt_d = build_optimizer(self.D.parameters(), cfg, cfg.lr_d, self.device)
         self.loss = build_loss(spec.objective, cfg)
@@ -133,10 +159,22 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------
     def _real_batch(self, draw: int):
+        """(real, labels, anchors): for pair models (spec.image_input) real are the generator's
+        sources x_j and anchors other real images x_i of the same classes; else anchors is None."""
+        if self.spec.image_input:
+            return self._real_pairs(draw)
         real, labels = self.batches.draw(draw)
         if self.augment is not None:  # on the global batch, so the shards see one-process augmentation
             real = self.augment((real + 1) / 2) * 2 - 1
-        return self.ctx.shard(real, self.blocks), self.ctx.shard(labels, self.blocks)
+        return self.ctx.shard(real, self.blocks), self.ctx.shard(labels, self.blocks), None
+
+    def _real_pairs(self, draw: int):
+        sources, labels, anchors = self.batches.draw_pairs(draw)
+        if self.augment is not None:  # one call, so both images of a pair get the same augmentation policy
+            both = self.augment((torch.cat([sources, anchors]) + 1) / 2) * 2 - 1
+            sources, anchors = both.split(len(sources))
+        shard = lambda batch: self.ctx.shard(batch, self.blocks)  # noqa: E731
+        return shard(sources), shard(labels), shard(anchors)
 
     def _set_lr(self) -> None:
         scale = learning_rate_scale(self.cfg, self.step, self.total_steps)
@@ -146,26 +184,29 @@ class Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        for module in self.growing:
+            module.set_progress(self.step, self.total_steps)
         torch.manual_seed(step_seed(cfg.seed, self.step))
         self._set_lr()
         stats: dict[str, torch.Tensor] = {}
         for phase in range(cfg.critic_steps):
             last = phase == cfg.critic_steps - 1
-            real, labels = self._real_batch(self.step * cfg.critic_steps + phase)
+            real, labels, anchors = self._real_batch(self.step * cfg.critic_steps + phase)
+            critic = self.D_step if anchors is None else paired_critic(self.D_step, anchors)
             z = self.ctx.shard(sample_latent(cfg.batch * self.blocks, cfg, self.device), self.blocks)
             with self.autocast():
                 # The last phase's fakes keep their graph and serve the G step too (as the PyTorch
                 # DCGAN example does): one generator forward per step instead of two.
                 with torch.set_grad_enabled(last):
-                    fake = self.G_step(z, labels)
-                loss_d, stats_d = self.loss.d_loss(self.D_step, real, fake.detach(), labels)
+                    fake = self.G_step(z, labels) if anchors is None else self.G_step(z, labels, real)
+                loss_d, stats_d = self.loss.d_loss(critic, real, fake.detach(), labels)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
             self.loss.after_d_step(self.D)
         stats.update(stats_d)
         with self.autocast():
-            loss_g, stats_g = self.loss.g_loss(self.D_step, fake, labels)
+            loss_g, stats_g = self.loss.g_loss(critic, fake, labels)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -176,15 +217,7 @@ class Trainer:
 
     # ---- the run -----------------------------------------------------------------------------
     def _check_finite(self, stats: dict[str, torch.Tensor], last_good_step: int) -> dict[str, float]:
-        values = {k: float(v) for k, v in stats.items()}  # the one host sync, at log/checkpoint steps only
-        bad = [k for k, v in values.items() if not np.isfinite(v)]
-        if bad:
-            raise DivergenceError(
-                f"training diverged at step {self.step}: {bad[0]} is {values[bad[0]]}; "
-                f"kept the last good checkpoint (step {last_good_step}) in {self.run_dir}. "
-                "Lower the learning rates (--set lr_d=... lr_g=...) or try wgan-gp."
-            )
-        return values
+        return finite_values(stats, self.step, last_good_step, self.run_dir, hint=" or try wgan-gp")
 
     def fit(self, on_progress: Callable[[int, int, dict[str, float], float], None] | None = None) -> TrainResult:
         cfg, ctx = self.cfg, self.ctx

@@ -121,3 +121,31 @@ LOSSES.register("acgan", lambda cfg: ACGANLoss())
 
 def build_loss(objective: str, cfg) -> GanLoss:
     return LOSSES.get(objective)(cfg)
+
+
+DRIFT_WEIGHT = 0.001  # Karras et al. 2018, Appendix A.1: epsilon_drift
+
+
+class WassersteinGPDriftLoss(WassersteinGPLoss):
+    """WGAN-GP plus PGGAN's drift penalty ``DRIFT_WEIGHT * E[D(x_real)^2]`` (Karras et al. 2018, App. A.1).
+
+    The Wasserstein loss fixes only differences of critic values, so they can wander off zero
+    together; the small drift term keeps them near it. The brain-MRI paper used PGGAN's code.
+    """
+
+    def __init__(self, gp_weight: float, drift_weight: float = DRIFT_WEIGHT):
+        super().__init__(gp_weight)
+        self.drift_weight = drift_weight
+
+    def d_loss(self, D, real, fake, labels):
+        real_score, _ = D(real, labels)
+        fake_score, _ = D(fake, labels)
+        distance = real_score.mean() - fake_score.mean()
+        penalty = self.gradient_penalty(D, real, fake, labels)
+        drift = real_score.float().square().mean()
+        loss = -distance + self.gp_weight * penalty + self.drift_weight * drift
+        return loss, {"loss_d": loss.detach(), "w_distance": distance.detach(), "gp": penalty.detach(),
+                      "drift": drift.detach()}
+
+
+LOSSES.register("wgan-gp-drift", lambda cfg: WassersteinGPDriftLoss(cfg.gp_weight))

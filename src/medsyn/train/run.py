@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,7 @@ from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.models.base import ModelSpec
 from medsyn.train.checkpoint import CHECKPOINT, load_checkpoint
 from medsyn.train.loop import Trainer, TrainResult
+from medsyn.train.refine_loop import RefinerTrainer
 from medsyn.train.setup import resolve_config
 
 # keys a resumed run may change: they say how long and where it runs, not what it learns
@@ -34,6 +35,7 @@ class DataOptions:
     axis: int = 2
     slices: tuple[int, int] | None = None
     window: tuple[float, float] | None = None
+    refine_source: str | None = None  # refiners: the synthetic images to refine (--source; any load_source source)
 
 
 def fingerprint(data: LabeledImages) -> str:
@@ -61,12 +63,33 @@ def load_training_data(options: DataOptions, cfg: TrainConfig) -> LabeledImages:
 
 def _data_info(options: DataOptions, data: LabeledImages) -> dict[str, Any]:
     load = asdict(options)
-    load["source"] = str(Path(options.source).resolve()) if Path(options.source.split(":")[0]).exists() else options.source
+    load["source"] = _resolved(options.source)
+    if options.refine_source is not None:
+        load["refine_source"] = _resolved(options.refine_source)
     return {
         "load": load, "format": data.format, "class_names": list(data.class_names), "class_counts": data.class_counts(),
         "images": len(data), "size": data.size, "channels": data.channels, "bit_depth": data.bit_depth,
         "fingerprint": fingerprint(data), "notices": list(data.notices),
     }
+
+
+def _resolved(source: str) -> str:
+    return str(Path(source).resolve()) if Path(source.split(":")[0]).exists() else source
+
+
+def _refiner_data(options: DataOptions, cfg: TrainConfig, real: LabeledImages, spec: ModelSpec) -> LabeledImages:
+    """The synthetic images a refiner learns to refine, checked against the real ones before any training."""
+    if options.refine_source is None:
+        raise ConfigError(f"{spec.name} is a refiner: --source SYNTHETIC is required (the images to refine, "
+                          "e.g. a `medsyn sample` folder), next to --data REAL")
+    synthetic = load_training_data(DataOptions(options.refine_source), cfg)
+    if (synthetic.size, synthetic.channels) != (real.size, real.channels):
+        raise DataError(options.refine_source, f"synthetic images are {synthetic.size}x{synthetic.size}x{synthetic.channels} "
+                        f"but the real ones are {real.size}x{real.size}x{real.channels}; pass --set size=... channels=... to conform both")
+    if list(synthetic.class_names) != list(real.class_names):
+        raise DataError(options.refine_source, f"classes {list(synthetic.class_names)} differ from the real data's "
+                        f"{list(real.class_names)}; refiners keep labels, so both sets need the same classes")
+    return synthetic
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -86,7 +109,7 @@ def _check_unchanged(out: Path, resolved: dict[str, Any], stored: dict[str, Any]
 
 @dataclass
 class PreparedRun:
-    trainer: Trainer
+    trainer: Trainer | RefinerTrainer
     spec: ModelSpec
     data: LabeledImages
     notices: list[str] = field(default_factory=list)
@@ -107,7 +130,8 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
             load = state["data"]["load"]
             data_options = DataOptions(load["source"], load["manifest"], load["axis"],
                                        tuple(load["slices"]) if load["slices"] else None,
-                                       tuple(load["window"]) if load["window"] else None)
+                                       tuple(load["window"]) if load["window"] else None,
+                                       load.get("refine_source"))
     else:
         if (out / CHECKPOINT).exists():
             raise RunError(f"{out}: a run is already here; pass --resume to continue it or choose another --out")
@@ -118,15 +142,31 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     cfg, spec = resolve_config(*layers)
     if state is not None:
         _check_unchanged(out, to_dict(cfg), state["config"])
+        if data_options.refine_source is None and state["data"]["load"].get("refine_source"):
+            data_options = replace(data_options, refine_source=state["data"]["load"]["refine_source"])
+    if spec.role != "refiner" and data_options.refine_source is not None:
+        raise ConfigError(f"--source is for refiners (simgan, unit, munit); {spec.name} is a generator and trains on --data alone")
     data = load_training_data(data_options, cfg)
+    synthetic = _refiner_data(data_options, cfg, data, spec) if spec.role == "refiner" else None
     info = _data_info(data_options, data)
+    if synthetic is not None:
+        info["synthetic"] = {"fingerprint": fingerprint(synthetic), "images": len(synthetic),
+                             "class_counts": synthetic.class_counts(), "format": synthetic.format}
     if state is not None and state["data"]["fingerprint"] != info["fingerprint"]:
         raise RunError(f"{out}: the data differ from the data this run was trained on; resume with the same --data")
-    trainer = Trainer(cfg, spec, data, out, info)
+    if state is not None and state["data"].get("synthetic") != info.get("synthetic"):
+        raise RunError(f"{out}: the synthetic images differ from those this run was trained on; resume with the same --source")
+    if synthetic is not None:
+        trainer = RefinerTrainer(cfg, spec, data, synthetic, out, info)
+    else:
+        trainer = Trainer(cfg, spec, data, out, info)
     if state is not None:
         trainer.load_state_dict(state)
-    notices = list(data.notices)
-    if cfg.per_class and not any(l.get("per_class") for l in layers):
+    notices = list(data.notices) + (list(synthetic.notices) + trainer.notices if synthetic is not None else [])
+    if spec.role == "refiner":
+        notices.append(f"{spec.name}: {'one refiner per class' if cfg.per_class else 'one refiner for all classes'}; "
+                       "labels pass through unchanged")
+    elif cfg.per_class and not any(l.get("per_class") for l in layers):
         notices.append(f"{spec.name} has no class input: training one generator per class")
     note = spec.size_note(data.size)
     if note:

@@ -1,0 +1,187 @@
+"""`medsyn curate SYN --out DIR`: cluster synthetic images for review, score them against real ones, keep the good.
+
+Two passes, one command: a review run writes contact sheets and clusters.csv; a second run with
+``--review`` applies a person's discards (and/or a score threshold) to exactly the clusters that
+person looked at, without recomputing features. Discards given without ``--review`` apply to the
+clusters computed in the same run (the same options and seed give the same clusters).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medsyn.errors import ConfigError
+from medsyn.ui import console, out_console
+
+DEFAULT_CLUSTERS = 200  # Han et al. 2019 clustered into 200 groups
+
+
+def curate_command(
+    synthetic: str = typer.Argument(..., help="Synthetic set to curate: a `medsyn sample` folder (or any data source)."),
+    out: Path = typer.Option(..., "--out", help="Folder to create: clusters.csv and clusters/index.html (contact sheets); "
+                                                "with a discard option also kept/ (a sample folder) and discarded.csv; always curate.json."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help=f"k-means++ clusters per class (default {DEFAULT_CLUSTERS}, "
+                                                                    "the brain-MRI paper's; capped at a class's distinct images)."),
+    features: Optional[str] = typer.Option(None, "--features", help="inception (default; the packaged TF-FID Inception, offline) | "
+                                           "densenet121 | densenet169 (ImageNet weights from --weights) | domain (a `medsyn classify` "
+                                           "classifier.pt from --weights) | pixels (quick runs only: sees intensity, not content)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The feature network's file (see --features)."),
+    real: Optional[str] = typer.Option(None, "--real", help="Real images (same classes, size, channels) to score against: the "
+                                       "k-NN distance to real images of the class (its train split when it has splits)."),
+    review: Optional[Path] = typer.Option(None, "--review", help="A folder an earlier `medsyn curate` wrote: apply the discards "
+                                          "to the clusters and scores reviewed there, without recomputing them."),
+    discard_clusters: Optional[str] = typer.Option(None, "--discard-clusters", help="Cluster ids to discard, comma-separated: "
+                                                   "CLASS/N as clusters.csv writes them (malignant/3), or N for a one-class set."),
+    discard_file: Optional[Path] = typer.Option(None, "--discard-file", help="Cluster ids to discard, one per line (# comments); "
+                                                "ticking clusters in clusters/index.html writes the list."),
+    max_score: Optional[float] = typer.Option(None, "--max-score", help="Discard images scoring above this (1: as near the real "
+                                              "images as those are to each other; the review run prints how high real images score). Needs scores."),
+    discard_fraction: Optional[float] = typer.Option(None, "--discard-fraction", help="Discard this fraction of each class, "
+                                                     "highest scores first (e.g. 0.1). Needs scores."),
+    seed: int = typer.Option(0, "--seed", help="Seeds k-means++."),
+    batch: int = typer.Option(32, "--batch", help="Images per forward pass of the feature network."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder (default: $MEDSYN_CACHE_DIR, else ~/.cache/medsyn/features)."),
+):
+    """Cluster synthetic images per class (k-means++ on network features) into contact sheets for a person to
+    discard whole clusters of weird-looking images, score each image by its distance to the real images, and
+    write the kept set with a record of what was discarded and why.
+
+    Review: medsyn curate SYN --real REAL --out REVIEW (open REVIEW/clusters/index.html).
+    Apply: medsyn curate SYN --review REVIEW --discard-file ids.txt [--max-score 2] --out CURATED (CURATED/kept)."""
+    from medsyn import curate
+    from medsyn.data import load_source
+    from medsyn.imageio import atomic_dir, ensure_new_dir
+
+    started = time.perf_counter()
+    deciding = any(v is not None for v in (discard_clusters, discard_file, max_score, discard_fraction))
+    scoring = max_score is not None or discard_fraction is not None
+    _check_thresholds(max_score, discard_fraction)
+    tokens = curate.read_id_tokens(discard_clusters, discard_file)  # a missing discard file fails before any work
+    if review is not None:
+        given = [name for name, v in (("--clusters", clusters), ("--features", features), ("--weights", weights),
+                                      ("--real", real)) if v is not None]
+        if given:
+            raise ConfigError(f"--review reuses the clusters and scores of {review}; {', '.join(given)} belong to that run")
+        if not deciding:
+            raise ConfigError("--review needs something to apply: --discard-clusters, --discard-file, --max-score or "
+                              "--discard-fraction")
+    else:
+        clusters = DEFAULT_CLUSTERS if clusters is None else clusters
+        if clusters < 1:
+            raise ConfigError(f"--clusters must be at least 1, got {clusters}")
+        curate.parse_feature_source(features or curate.FeatureSource.INCEPTION)
+        if scoring and real is None:
+            raise ConfigError("--max-score and --discard-fraction need scores: pass --real with the real images")
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
+    ensure_new_dir(out)
+
+    synthetic_set = load_source(synthetic)
+    _print_notices(synthetic_set.notices)
+    record = {"input": synthetic, "seed": seed}
+    if review is not None:
+        reviewed = curate.read_review(review, synthetic_set)
+        if scoring and reviewed.scores is None:
+            raise ConfigError(f"{review} has no scores (it was made without --real): --max-score and "
+                              f"--discard-fraction cannot apply")
+        clustering = curate.from_review(reviewed)
+        record |= {"review": str(review), **{k: reviewed.record.get(k) for k in ("features", "clusters", "real", "score")}}
+        description = ""
+    else:
+        clustering, description, facts = _cluster(synthetic_set, clusters, features or "inception", weights, real,
+                                                  seed, batch, device, cache)
+        record |= facts
+    _print_notices(clustering.notices)
+
+    reasons = None
+    if deciding:
+        chosen = curate.parse_cluster_ids(tokens, clustering.labels, clustering.clusters, synthetic_set.class_names)
+        reasons = curate.discard_reasons(clustering.labels, clustering.clusters, synthetic_set.class_names,
+                                         clustering.scores, discard=chosen, max_score=max_score,
+                                         discard_fraction=discard_fraction)
+        if all(reasons):
+            raise ConfigError(f"every one of the {len(reasons)} images would be discarded; nothing would be kept")
+        record |= {"discard_clusters": sorted(t for _, t in tokens), "max_score": max_score,
+                   "discard_fraction": discard_fraction, "kept": sum(not r for r in reasons),
+                   "discarded": sum(bool(r) for r in reasons)}
+    with atomic_dir(out) as tmp:
+        curate.write_curation(tmp, synthetic_set, clustering, reasons, record, description)
+    _print_summary(out, synthetic_set, clustering, reasons, time.perf_counter() - started)
+
+
+def _check_thresholds(max_score: float | None, discard_fraction: float | None) -> None:
+    if max_score is not None and max_score <= 0:
+        raise ConfigError(f"--max-score must be positive, got {max_score}")
+    if discard_fraction is not None and not 0 < discard_fraction < 1:
+        raise ConfigError(f"--discard-fraction must be between 0 and 1, got {discard_fraction}")
+
+
+def _cluster(synthetic_set, clusters: int, features: str, weights, real: str | None, seed: int, batch: int,
+             device: str, cache):
+    """Features (cached) -> clusters per class -> scores; returns (clustering, description, record facts)."""
+    from medsyn import curate
+    from medsyn.commands.fid import _features_with_progress
+    from medsyn.curate.select import SCORE_NEIGHBOURS
+    from medsyn.metrics.cache import FeatureCache
+    from medsyn.train.setup import resolve_device
+
+    torch_device = resolve_device(device)
+    real_set = _load_real(real, synthetic_set) if real is not None else None
+    extractor = curate.build_extractor(features, weights, device, synthetic_set)
+    store = FeatureCache(cache)
+    console.print(f"{len(synthetic_set)} synthetic images ({synthetic_set.source}); features: {extractor.name} on "
+                  f"{torch_device}", highlight=False, soft_wrap=True)
+    syn_feats = _features_with_progress("synthetic", synthetic_set, extractor, store, batch, torch_device)
+    real_feats = None
+    if real_set is not None:
+        real_feats = _features_with_progress("real", real_set, extractor, store, batch, torch_device)
+    clustering = curate.cluster_set(synthetic_set, syn_feats, clusters, seed, real_set, real_feats)
+    score = None if real_set is None else (f"k-NN distance (k={SCORE_NEIGHBOURS}) to the real images of the class, over "
+                                           f"the real images' own median k-NN distance")
+    reference = "; ".join(f"{name} {p95:.2f}" for name, p95 in (clustering.real_reference or {}).items())
+    description = (f"{len(synthetic_set)} images, {extractor.name} features, k-means++ with up to {clusters} clusters "
+                   f"per class (seed {seed}). " + (f"Score: {score} ({real_set.source}, {len(real_set)} images); "
+                                                   f"real images' own scores, 95th percentile: {reference}."
+                                                   if score else "No scores (no --real)."))
+    facts = {"features": extractor.key, "clusters": clusters, "real": None if real_set is None else real_set.source,
+             "score": score}
+    return clustering, description, facts
+
+
+def _load_real(spec: str, synthetic_set):
+    """The real reference set; a source with its own splits gives its train split, so test images never steer curation."""
+    from medsyn.data import load_source
+    from medsyn.data.loader import parse_spec
+    from medsyn.evaluate.arms import check_compatible
+
+    real_set = load_source(spec)
+    _print_notices(real_set.notices)
+    if parse_spec(spec)[1] is None and real_set.splits is not None and (real_set.splits == "train").any():
+        real_set = real_set.split("train")
+        real_set.source = f"{spec}:train"
+        _print_notices([f"scoring against the train split of {spec} ({len(real_set)} images); name a split "
+                        f"with {spec}:SPLIT to choose another"])
+    check_compatible(real_set, synthetic_set)
+    return real_set
+
+
+def _print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        console.print(f"[yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
+
+
+def _print_summary(out: Path, synthetic_set, clustering, reasons, seconds: float) -> None:
+    per_class = ", ".join(f"{name} {int(clustering.clusters[clustering.labels == k].max()) + 1}"
+                          for k, name in enumerate(synthetic_set.class_names) if (clustering.labels == k).any())
+    if clustering.centre_distance is not None:
+        out_console.print(f"clustered {len(synthetic_set)} images (clusters per class: {per_class}); contact sheets "
+                          f"in {out / 'clusters' / 'index.html'}", highlight=False, soft_wrap=True)
+    if reasons is not None:
+        discarded = sum(bool(r) for r in reasons)
+        out_console.print(f"kept {len(reasons) - discarded} images in {out / 'kept'}, discarded {discarded} "
+                          f"(reasons in {out / 'discarded.csv'})", highlight=False, soft_wrap=True)
+    console.print(f"done in {seconds:.1f} s", highlight=False)
