@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from medsyn.errors import ConfigError
@@ -36,7 +38,8 @@ def _write(tmp_path: Path, raw: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["liver-lesions", "retina-wgan", "breast-ultrasound", "pneumonia"])
+@pytest.mark.parametrize("name", ["liver-lesions", "retina-wgan", "breast-ultrasound", "pneumonia", "brain-two-step",
+                                  "brain-two-step-phantoms"])
 def test_shipped_studies_load(name):
     cfg = load_study(STUDIES / f"{name}.yaml")
     assert cfg.classifiers and cfg.arms
@@ -54,6 +57,8 @@ def test_shipped_studies_load(name):
     ({"arms": ["real", "gan"]}, "unknown arm 'gan'"),
     ({"classic": {"preset": None}}, "classic.preset is not set"),
     ({"generators": [{"name": "g"}]}, "exactly one of model"),
+    ({"generators": [{"name": "g", "model": "pggan", "refiner": "dcgan"}]}, "is a generator, not a refiner"),
+    ({"generators": [{"name": "g", "model": "pggan", "refiner_set": 3}]}, "refiner_set: expected a mapping"),
 ])
 def test_bad_config_rejected(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -133,3 +138,26 @@ def test_folder_of_another_study_is_refused(tmp_path):
     with pytest.raises(RunError, match="seeds"):
         StudyRunner(other, tmp_path / "s").prepare()
     StudyRunner(cfg, tmp_path / "s").prepare()  # the same study may continue
+
+
+def test_two_step_generator_trains_a_refiner_on_its_samples_and_resumes(tmp_path):
+    """PGGAN samples -> a refiner trained on the fold's real images -> the refined set is the arm's synthetic set."""
+    raw = {**TINY, "arms": ["real", "synthetic"], "volumes": [1], "tsne": False,
+           "data": {"source": "phantoms", "size": 28, "per_class": 12, "seed": 0},
+           "generators": [{"name": "two", "model": "pggan", "per_class": True, "steps": 2, "set": {"width": 0.05, "batch": 4},
+                           "refiner": "simgan", "refiner_steps": 2, "refiner_set": {"width": 0.05, "batch": 4}}]}
+    raw["split"] = {"kind": "patient", "seed": 0}
+    cfg = study_from_dict(raw, tmp_path)
+    units = []
+    results = StudyRunner(cfg, tmp_path / "out", on_unit=units.append).run()
+    fold = tmp_path / "out" / "generators" / "two" / "fold0"
+    refiner = torch.load(fold / "refiner" / "checkpoint.pt", weights_only=False)
+    assert refiner["model"]["name"] == "simgan" and refiner["step"] == 2
+    assert refiner["data"]["load"]["refine_source"].endswith("samples/samples.npz")
+    manifest = (fold / "refined" / "manifest.csv").read_text().splitlines()
+    assert "refiner" in manifest[0] and len(manifest) - 1 == len(np.load(fold / "samples" / "samples.npz")["train_labels"])
+    assert any(u.startswith("refine two") for u in units)
+    assert {a["label"] for a in results["arms"]} == {"real", "synthetic[two]x1"}
+    again = []
+    StudyRunner(cfg, tmp_path / "out", on_unit=again.append).run()
+    assert not any(u.startswith(("train", "refine")) for u in again), "finished refiner units were redone"

@@ -41,10 +41,21 @@ class GeneratorSection:
     per_class: bool = False
     steps: int = 2000
     set: dict = field(default_factory=dict)  # TrainConfig overrides (width, batch, lr_g, ...)
+    # The brain-MRI paper's second step: a refiner (simgan, unit, munit) trained on each fold's real
+    # training images with this generator's samples as its source; the refined samples are the arm's.
+    refiner: str | None = None
+    refiner_steps: int = 2000
+    refiner_set: dict = field(default_factory=dict)  # TrainConfig overrides of the refiner
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.run is None):
             raise ConfigError(f"generator {self.name!r}: give exactly one of model (train here) or run (load)")
+        if self.refiner is not None:
+            from medsyn.models import MODELS
+
+            if MODELS.get(self.refiner).role != "refiner":
+                raise ConfigError(f"generator {self.name!r}: refiner {self.refiner!r} is a generator, not a refiner "
+                                  "(simgan, unit, munit)")
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,10 @@ class StudyConfig:
     def with_quick(self) -> "StudyConfig":
         q = self.quick
         shrink = {k: v for k, v in (("width", q.generator_width), ("batch", q.generator_batch)) if v is not None}
-        gens = tuple(dataclasses.replace(g, steps=min(g.steps, q.steps), set={**g.set, **shrink}) for g in self.generators)
+        gens = tuple(dataclasses.replace(g, steps=min(g.steps, q.steps), set={**g.set, **shrink},
+                                         refiner_steps=min(g.refiner_steps, q.steps),
+                                         refiner_set={**g.refiner_set, **{k: v for k, v in shrink.items() if k == "width"}})
+                     for g in self.generators)
         clss = tuple(dataclasses.replace(c, epochs=min(c.epochs or q.epochs, q.epochs)) for c in self.classifiers)
         vols = sorted(self.volumes)
         vols = tuple(vols if len(vols) <= q.volumes else vols[: q.volumes - 1] + vols[-1:])
@@ -149,12 +163,15 @@ def _list_of(values: Any, cls: type, where: str) -> tuple:
         if not isinstance(item, dict) or "name" not in item:
             raise ConfigError(f"{where}[{i}]: expected a mapping with a name")
         check_keys(item, cls, f"{where}[{i}]")
-        scalars = {k: v for k, v in item.items() if k != "set"}
+        mappings = [k for k in ("set", "refiner_set") if k in {f.name for f in dataclasses.fields(cls)}]
+        scalars = {k: v for k, v in item.items() if k not in mappings}
         built = build_config(scalars, cls=cls, where=f"{where}[{i}]")
-        extra = item.get("set") or {}
-        if not isinstance(extra, dict):
-            raise ConfigError(f"{where}[{i}].set: expected a mapping of key: value")
-        out.append(dataclasses.replace(built, set=dict(extra)))
+        for key in mappings:
+            extra = item.get(key) or {}
+            if not isinstance(extra, dict):
+                raise ConfigError(f"{where}[{i}].{key}: expected a mapping of key: value")
+            built = dataclasses.replace(built, **{key: dict(extra)})
+        out.append(built)
     return tuple(out)
 
 

@@ -130,7 +130,7 @@ class StudyRunner:
         return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
 
     def units_total(self) -> int:
-        per_fold = len(self.cfg.generators) * (2 + int(self.cfg.fid.enabled))
+        per_fold = sum(2 + 2 * bool(g.refiner) + int(self.cfg.fid.enabled) for g in self.cfg.generators)
         per_fold += len(self.cfg.classifiers) * len(self.cfg.seeds) * len(arm_specs(self.cfg))
         return per_fold * len(self.folds)
 
@@ -174,9 +174,27 @@ class StudyRunner:
             self.on_unit(f"sample {gen.name} fold {fold.index}")
             write_samples(run_dir, samples_dir, self._synthetic_per_class(fold), fmt="npz", seed=fold.index,
                           device=self.cfg.device)
-        synthetic = load_source(str(samples_dir / "samples.npz"))
+        synthetic_source = str(samples_dir / "samples.npz")
+        if gen.refiner:
+            synthetic_source = self._refined_samples(gen, fold, synthetic_source)
+        synthetic = load_source(synthetic_source)
         check_compatible(fold.train, synthetic)
         return synthetic
+
+    def _refined_samples(self, gen, fold: Fold, samples: str) -> str:
+        """Train (or resume) the fold's refiner on its real training images with ``samples`` as source, then refine them."""
+        from medsyn.refine import write_refined
+
+        base = self.out / "generators" / gen.name / f"fold{fold.index}"
+        refiner_dir, refined_dir = base / "refiner", base / "refined"
+        self._tick(), self._tick()  # refiner training and refining
+        if not self._generator_finished(refiner_dir, gen.refiner_steps):
+            self._train_run(f"{gen.name} refiner {gen.refiner}", {"model": gen.refiner, **gen.refiner_set},
+                            gen.refiner_steps, fold, refiner_dir, refine_source=samples)
+        if not (refined_dir / "manifest.csv").is_file():
+            self.on_unit(f"refine {gen.name} fold {fold.index} with {gen.refiner}")
+            write_refined(refiner_dir, samples, refined_dir, seed=fold.index, device=self.cfg.device)
+        return str(refined_dir)
 
     def _synthetic_per_class(self, fold: Fold) -> int:
         return max(1, math.ceil(max(self.cfg.volumes) * len(fold.train) / fold.train.num_classes))
@@ -189,14 +207,18 @@ class StudyRunner:
         return state.is_file() and json.loads(state.read_text()).get("step", 0) >= steps
 
     def _train_generator(self, gen, fold: Fold, run_dir: Path) -> None:
+        self._train_run(gen.name, {"model": gen.model, "per_class": gen.per_class, **gen.set}, gen.steps, fold, run_dir)
+
+    def _train_run(self, label: str, settings: dict, steps: int, fold: Fold, run_dir: Path,
+                   refine_source: str | None = None) -> None:
         from medsyn.train.run import DataOptions, execute_run, prepare_run
 
         data_file = write_fold_npz(fold.train, self.out / "folds" / f"fold{fold.index}_train.npz")
-        layers = [{"model": gen.model, "per_class": gen.per_class, **gen.set},
-                  {"steps": gen.steps, "device": self.cfg.device}]
+        layers = [settings, {"steps": steps, "device": self.cfg.device}]
         resume = (run_dir / "checkpoint.pt").is_file()
-        self.on_unit(f"train {gen.name} fold {fold.index} ({gen.steps} steps{', resuming' if resume else ''})")
-        prepared = prepare_run(run_dir, layers, None if resume else DataOptions(str(data_file)), resume=resume)
+        self.on_unit(f"train {label} fold {fold.index} ({steps} steps{', resuming' if resume else ''})")
+        options = None if resume else DataOptions(str(data_file), refine_source=refine_source)
+        prepared = prepare_run(run_dir, layers, options, resume=resume)
 
         def progress(step, total, values, rate):
             if self.on_progress:
