@@ -66,11 +66,20 @@ class WassersteinClipLoss(GanLoss):
         torch._foreach_clamp_max_(params, self.clip)
 
 
-class WassersteinGPLoss(WassersteinClipLoss):
-    """WGAN-GP (Gulrajani et al. 2017): a penalty on the critic's gradient norm at interpolates."""
+DRIFT_WEIGHT = 0.001  # Karras et al. 2018, Appendix A.1: epsilon_drift
 
-    def __init__(self, gp_weight: float):
-        self.gp_weight = gp_weight
+
+class WassersteinGPLoss(WassersteinClipLoss):
+    """WGAN-GP (Gulrajani et al. 2017): a penalty on the critic's gradient norm at interpolates.
+
+    With ``drift_weight`` > 0 (objective "wgan-gp-drift", pggan) it adds PGGAN's drift penalty
+    ``drift_weight * E[D(x_real)^2]`` (Karras et al. 2018, App. A.1): the Wasserstein loss fixes
+    only differences of critic values, so they can wander off zero together; the drift term keeps
+    them near it. The brain-MRI paper used PGGAN's code.
+    """
+
+    def __init__(self, gp_weight: float, drift_weight: float = 0.0):
+        self.gp_weight, self.drift_weight = gp_weight, drift_weight
 
     def d_loss(self, D, real, fake, labels):
         real_score, _ = D(real, labels)
@@ -78,7 +87,12 @@ class WassersteinGPLoss(WassersteinClipLoss):
         distance = real_score.mean() - fake_score.mean()
         penalty = self.gradient_penalty(D, real, fake, labels)
         loss = -distance + self.gp_weight * penalty
-        return loss, {"loss_d": loss.detach(), "w_distance": distance.detach(), "gp": penalty.detach()}
+        stats = {"w_distance": distance.detach(), "gp": penalty.detach()}
+        if self.drift_weight:
+            drift = real_score.float().square().mean()
+            loss = loss + self.drift_weight * drift
+            stats["drift"] = drift.detach()
+        return loss, {"loss_d": loss.detach(), **stats}
 
     def gradient_penalty(self, D, real, fake, labels) -> Tensor:
         alpha = self.uniform_per_sample(real)
@@ -116,36 +130,9 @@ LOSSES: Registry = Registry("objective")
 LOSSES.register("bce", lambda cfg: GanLoss())
 LOSSES.register("wgan-clip", lambda cfg: WassersteinClipLoss(cfg.clip))
 LOSSES.register("wgan-gp", lambda cfg: WassersteinGPLoss(cfg.gp_weight))
+LOSSES.register("wgan-gp-drift", lambda cfg: WassersteinGPLoss(cfg.gp_weight, DRIFT_WEIGHT))
 LOSSES.register("acgan", lambda cfg: ACGANLoss())
 
 
 def build_loss(objective: str, cfg) -> GanLoss:
     return LOSSES.get(objective)(cfg)
-
-
-DRIFT_WEIGHT = 0.001  # Karras et al. 2018, Appendix A.1: epsilon_drift
-
-
-class WassersteinGPDriftLoss(WassersteinGPLoss):
-    """WGAN-GP plus PGGAN's drift penalty ``DRIFT_WEIGHT * E[D(x_real)^2]`` (Karras et al. 2018, App. A.1).
-
-    The Wasserstein loss fixes only differences of critic values, so they can wander off zero
-    together; the small drift term keeps them near it. The brain-MRI paper used PGGAN's code.
-    """
-
-    def __init__(self, gp_weight: float, drift_weight: float = DRIFT_WEIGHT):
-        super().__init__(gp_weight)
-        self.drift_weight = drift_weight
-
-    def d_loss(self, D, real, fake, labels):
-        real_score, _ = D(real, labels)
-        fake_score, _ = D(fake, labels)
-        distance = real_score.mean() - fake_score.mean()
-        penalty = self.gradient_penalty(D, real, fake, labels)
-        drift = real_score.float().square().mean()
-        loss = -distance + self.gp_weight * penalty + self.drift_weight * drift
-        return loss, {"loss_d": loss.detach(), "w_distance": distance.detach(), "gp": penalty.detach(),
-                      "drift": drift.detach()}
-
-
-LOSSES.register("wgan-gp-drift", lambda cfg: WassersteinGPDriftLoss(cfg.gp_weight))
