@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,38 @@ def test_progressive_growing_trains_under_torchrun(tmp_path, phantoms):
     medsyn_train(["--out", "grown", "--resume", "--steps", "3"], 2, tmp_path)
     state = torch.load(tmp_path / "grown" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3 and state["model"]["name"] == "pggan"
+
+
+def test_sampling_is_split_across_ranks_and_equals_one_process(tmp_path, phantoms):
+    """Each rank makes every world_size-th block of latents (here: the classes' blocks 0, 2 and 1);
+    rank 0 puts the shares together and writes the folder one process would have written."""
+    args = ["--data", str(phantoms), "--model", "dcgan", *TINY]
+    medsyn_train([*args, "--steps", "1", "--out", "run"], 1, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for processes, out in ((1, "one"), (2, "two")):
+        launcher = ([sys.executable, "-m", "medsyn"] if processes == 1 else
+                    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "medsyn"])
+        result = subprocess.run([*launcher, "sample", "run", "--n-per-class", "10", "--out", out, "--device", "cpu"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stdout and result.stdout.count("wrote 30 synthetic images") == 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (one / "manifest.csv").read_text() == (two / "manifest.csv").read_text()
+    files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert len(files) == 30 + 3 and files == sorted(p.relative_to(two) for p in two.rglob("*.png"))
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    assert not list(tmp_path.glob(".two.*")), "the ranks' scratch shares are removed"
+
+
+def test_sampling_shares_partition_the_set_block_by_block():
+    from types import SimpleNamespace
+
+    from medsyn.sample import LATENT_BLOCK, synthesis_positions
+
+    loaded = SimpleNamespace(model={"num_classes": 3})
+    n = 2 * LATENT_BLOCK + 5  # three blocks per class, the last one short
+    shares = [synthesis_positions(loaded, n, rank, 4) for rank in range(4)]
+    assert sorted(np.concatenate(shares).tolist()) == list(range(3 * n))
+    # blocks 0..8 go to ranks 0,1,2,3,0,1,2,3,0; blocks 2, 5 and 8 hold the 5 left over per class
+    assert [len(s) for s in shares] == [2 * LATENT_BLOCK + 5, LATENT_BLOCK + 5, LATENT_BLOCK + 5, 2 * LATENT_BLOCK]
+    assert shares[1][:2].tolist() == [LATENT_BLOCK, LATENT_BLOCK + 1]  # rank 1 starts at class 0's second block

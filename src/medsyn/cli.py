@@ -179,10 +179,14 @@ def sample(
 ):
     """Write a labeled synthetic dataset from a trained run, with manifest.csv and a grid per class."""
     from medsyn.imageio import ensure_new_dir
-    from medsyn.sample import load_generator, write_samples
+    from medsyn.sample import join_ranks, load_generator, write_samples
 
     ensure_new_dir(out)
+    ctx, device = join_ranks(device)  # under torchrun each rank makes a share of the set; rank 0 writes it
     loaded = load_generator(run, device, source_data=input_)  # a missing or broken run fails here, before the progress bar
+    if not ctx.is_main:
+        write_samples(loaded, out, n_per_class, fmt=fmt, seed=seed)
+        return
     with _progress() as progress:
         task = progress.add_task("sample", total=None, info="")
         started = time.perf_counter()
@@ -193,7 +197,9 @@ def sample(
             progress.update(task, completed=done[0], info=f"{done[0] / (time.perf_counter() - started):,.0f} img/s")
 
         write_samples(loaded, out, n_per_class, fmt=fmt, seed=seed, on_batch=on_batch)
-    out_console.print(f"wrote {done[0]} synthetic images to {out} (manifest.csv, grid_<class>.png)")
+    total = max(1, loaded.model["num_classes"]) * n_per_class
+    made = f" ({ctx.world_size} processes; this one made {done[0]})" if ctx.enabled else ""
+    out_console.print(f"wrote {total} synthetic images to {out}{made} (manifest.csv, grid_<class>.png)")
 
 
 @app.command("demo")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -13,6 +15,7 @@ from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
 from medsyn.train.batches import SourcePool, step_seed
+from medsyn.train.distributed import Distributed, from_environment, initialise
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
 from medsyn.train.ema import calibration_inputs, recalibrate_batch_norm
 from medsyn.train.logging import generate
@@ -118,27 +121,48 @@ def source_indices(loaded: LoadedGenerator, klass: int, count: int, seed: int) -
 
 
 def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int = 256,
-               on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               on_batch: Callable[[int], None] | None = None, rank: int = 0, world_size: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N,C,H,W) in [0,1], labels) with N = n_per_class x classes, class-major.
 
-    Image i of class k depends only on (seed, k, i), not on n_per_class or batch size.
+    Image i of class k depends only on (seed, k, i), not on n_per_class or batch size. With
+    ``world_size`` > 1 (torchrun), this rank makes only its share: the blocks of LATENT_BLOCK images
+    whose number is ``rank`` modulo ``world_size``; ``synthesis_positions`` says where they go.
     """
     images, labels = [], []
-    for k in range(max(1, loaded.model["num_classes"])):
-        picks = None if loaded.sources is None else source_indices(loaded, k, n_per_class, seed).to(loaded.device)
-        for start in range(0, n_per_class, LATENT_BLOCK):
-            # Latents come in fixed blocks from their own seed: a normal draw of another length would differ.
-            gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, k, stream=1000 + start // LATENT_BLOCK))
-            z = sample_latent(LATENT_BLOCK, loaded.cfg, torch.device("cpu"), generator=gen)[: n_per_class - start]
-            y = torch.full((len(z),), k, dtype=torch.long)
-            for i in range(0, len(z), batch):
-                src = None if picks is None else loaded.sources.images.index_select(0, picks[start + i:start + i + batch])
-                images.append(generate(loaded.generator, z[i:i + batch].to(loaded.device), y[i:i + batch].to(loaded.device),
-                                       batch, sources=src))
-                if on_batch is not None:
-                    on_batch(len(images[-1]))
-        labels.append(np.full(n_per_class, k, dtype=np.int64))
+    for k, start, count in _blocks(loaded, n_per_class, rank, world_size):
+        picks = None if loaded.sources is None else source_indices(loaded, k, start + count, seed)[start:].to(loaded.device)
+        # Latents come in fixed blocks from their own seed: a normal draw of another length would differ.
+        gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, k, stream=1000 + start // LATENT_BLOCK))
+        z = sample_latent(LATENT_BLOCK, loaded.cfg, torch.device("cpu"), generator=gen)[:count]
+        y = torch.full((count,), k, dtype=torch.long)
+        for i in range(0, count, batch):
+            src = None if picks is None else loaded.sources.images.index_select(0, picks[i:i + batch])
+            images.append(generate(loaded.generator, z[i:i + batch].to(loaded.device), y[i:i + batch].to(loaded.device),
+                                   batch, sources=src))
+            if on_batch is not None:
+                on_batch(len(images[-1]))
+        labels.append(np.full(count, k, dtype=np.int64))
+    if not images:  # more ranks than blocks: this one has nothing to do
+        shape = (0, loaded.model["channels"], loaded.model["size"], loaded.model["size"])
+        return np.zeros(shape, dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _blocks(loaded: LoadedGenerator, n_per_class: int, rank: int, world_size: int):
+    """(class, first index, count) of each latent block this rank synthesises, in class-major order."""
+    number = 0
+    for k in range(max(1, loaded.model["num_classes"])):
+        for start in range(0, n_per_class, LATENT_BLOCK):
+            if number % world_size == rank:
+                yield k, start, min(LATENT_BLOCK, n_per_class - start)
+            number += 1
+
+
+def synthesis_positions(loaded: LoadedGenerator, n_per_class: int, rank: int, world_size: int) -> np.ndarray:
+    """Where a rank's images sit in the class-major set of ``synthesize`` in one process."""
+    return np.concatenate([np.arange(k * n_per_class + start, k * n_per_class + start + count)
+                           for k, start, count in _blocks(loaded, n_per_class, rank, world_size)] or [np.zeros(0, int)])
 
 
 def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_class: int, fmt: str = "png", seed: int = 0,
@@ -152,8 +176,14 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
     if n_per_class < 1:
         raise ConfigError(f"--n-per-class must be at least 1, got {n_per_class}")
     ensure_new_dir(out)
+    ctx, device = join_ranks(device)
     loaded = run if isinstance(run, LoadedGenerator) else load_generator(run, device)
-    images, labels = synthesize(loaded, n_per_class, seed, on_batch=on_batch)
+    images, labels = synthesize(loaded, n_per_class, seed, on_batch=on_batch, rank=ctx.rank, world_size=ctx.world_size)
+    if ctx.enabled:
+        gathered = gather_on_main(ctx, Path(out), loaded, n_per_class, images, labels)
+        if gathered is None:  # not rank 0: its share is with rank 0, which writes the folder
+            return Path(out)
+        images, labels = gathered
     names = loaded.data["class_names"] if loaded.model["num_classes"] else ["all"]
     bit_depth = int(loaded.data.get("bit_depth", 8))
     rows = [{"model": loaded.model["name"], "checkpoint_sha256": loaded.checkpoint_sha256, "step": loaded.step,
@@ -169,7 +199,48 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
             _write_npz(tmp, images, labels, names, bit_depth, rows)
         for k, name in enumerate(names):
             save_grid(tmp / f"grid_{class_dir_name(name)}.png", images[labels == k][:GRID_PER_CLASS], nrow=8)
+    ctx.barrier()  # no rank returns before the folder is there
     return Path(out)
+
+
+def join_ranks(device: str) -> tuple[Distributed, str]:
+    """Under torchrun, join the process group and name this rank's device (its own GPU); else as given.
+
+    Call before load_generator, so the generator lands on the rank's device.
+    """
+    ctx = from_environment()
+    if ctx.enabled:
+        device = str(initialise(ctx, resolve_device(device)))
+    return ctx, device
+
+
+def gather_on_main(ctx: Distributed, out: Path, loaded: LoadedGenerator, n_per_class: int, images: np.ndarray,
+                   labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Under torchrun: every rank's share of a sample set, put together on rank 0 in one-process order.
+
+    Shares travel through files in a scratch folder beside ``out`` (on a shared filesystem across
+    machines, like the run folders), not through the process group: a large set would not fit a
+    collective. Rank 0 gets (images, labels) of the whole set; the other ranks get None.
+    """
+    import torch.distributed as dist
+
+    name = [f".{out.name}.shares-{os.getpid()}" if ctx.is_main else None]
+    dist.broadcast_object_list(name, src=0)
+    scratch = out.parent / name[0]
+    scratch.mkdir(parents=True, exist_ok=True)
+    share = scratch / f"rank{ctx.rank:05d}.npy"
+    np.save(share.with_suffix(".tmp.npy"), images)
+    os.replace(share.with_suffix(".tmp.npy"), share)
+    ctx.barrier()
+    if not ctx.is_main:
+        ctx.barrier()  # matches rank 0's barrier once the folder is written
+        return None
+    size = max(1, loaded.model["num_classes"]) * n_per_class
+    whole = np.empty((size, *images.shape[1:]), dtype=np.float32)
+    for rank in range(ctx.world_size):
+        whole[synthesis_positions(loaded, n_per_class, rank, ctx.world_size)] = np.load(scratch / f"rank{rank:05d}.npy")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return whole, np.repeat(np.arange(max(1, loaded.model["num_classes"])), n_per_class)
 
 
 def _write_npz(folder: Path, images: np.ndarray, labels: np.ndarray, names: list[str], bit_depth: int, rows) -> None:
