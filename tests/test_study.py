@@ -103,7 +103,8 @@ def test_tiny_study_interrupted_resumes_to_the_same_results(tmp_path):
     assert {r["n_test"] for r in whole["arms"]} == {30}, "k-fold pooling must test every image once"
     assert len(whole["mcnemar"]) == 15 and all(0 <= r["p_holm"] <= 1 for r in whole["mcnemar"])
     assert all(r["p_holm"] >= r["p"] for r in whole["mcnemar"])
-    assert {v["verdict"] for v in whole["verdicts"]} <= {"helped", "hurt", "no significant difference"}
+    assert {v["verdict"] for v in whole["verdicts"]} <= {"helped", "hurt", "no significant difference",
+                                                         "not comparable: an arm predicts one class for every test image"}
 
 
 def test_report_has_every_section(tmp_path):
@@ -161,3 +162,24 @@ def test_two_step_generator_trains_a_refiner_on_its_samples_and_resumes(tmp_path
     again = []
     StudyRunner(cfg, tmp_path / "out", on_unit=again.append).run()
     assert not any(u.startswith(("train", "refine")) for u in again), "finished refiner units were redone"
+
+
+def test_an_arm_that_predicts_one_class_is_not_called_helped():
+    """resnet50 after 2 epochs on PneumoniaMNIST: real says 'normal' for all, synthetic 'pneumonia' for all;
+    McNemar is significant, but the difference is only which class an untrained network picked."""
+    from medsyn.study.results import _verdicts
+
+    def row(label, generator, confusion, accuracy):
+        return {"classifier": "resnet50", "label": label, "arm": label.split("[")[0], "generator": generator,
+                "auc": 0.6, "accuracy": accuracy, "confusion": confusion}
+
+    rows = [row("real", None, [[234, 0], [390, 0]], 0.375),
+            row("synthetic[gan]x1", "gan", [[0, 234], [0, 390]], 0.625),
+            row("synthetic[cgan]x1", "cgan", [[200, 34], [100, 290]], 0.785)]
+    tests = [{"classifier": "resnet50", "arm_a": "real", "arm_b": b, "p_holm": 1e-9} for b in ("synthetic[gan]x1",
+                                                                                                "synthetic[cgan]x1")]
+    words = {v["arm"]: v["verdict"] for v in _verdicts(rows, tests)}
+    assert words["synthetic[gan]x1"].startswith("not comparable")
+    assert words["synthetic[cgan]x1"].startswith("not comparable")  # its reference, real, is one-class
+    rows[0]["confusion"] = [[200, 34], [190, 200]]
+    assert {v["verdict"] for v in _verdicts(rows, tests)} == {"helped", "not comparable: an arm predicts one class for every test image"}

@@ -87,6 +87,11 @@ def _mcnemar_rows(groups: dict) -> list[dict]:
     return rows
 
 
+def _predicts_one_class(row: dict) -> bool:
+    """True when every test image got the same predicted class (columns of the confusion matrix)."""
+    return int((np.asarray(row["confusion"]).sum(axis=0) > 0).sum()) <= 1
+
+
 def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:
     """Each synthetic arm against its reference (real, or classic for classic+synthetic), in plain words."""
     by_label = {(r["classifier"], r["label"]): r for r in arm_rows}
@@ -102,7 +107,11 @@ def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:
         test = tests.get((row["classifier"], frozenset((row["label"], reference))))
         d_auc, d_acc = row["auc"] - ref["auc"], row["accuracy"] - ref["accuracy"]
         p = None if test is None else test["p_holm"]
-        if p is not None and p < ALPHA:
+        if _predicts_one_class(row) or _predicts_one_class(ref):
+            # An untrained network that calls every image one class: its accuracy is that class's share
+            # of the test set, so a "significant" difference would only say which class it picked.
+            word = "not comparable: an arm predicts one class for every test image"
+        elif p is not None and p < ALPHA:
             word = "helped" if d_acc > 0 else "hurt"
         else:
             word = "no significant difference"
