@@ -80,13 +80,7 @@ def _source_images(state: dict, cfg, source_data: str | None) -> LabeledImages:
     from medsyn.train.run import DataOptions, load_training_data
 
     model, trained_on = state["model"], state["data"]
-    if source_data is None:
-        load = trained_on["load"]
-        options = DataOptions(load["source"], load["manifest"], load["axis"],
-                              tuple(load["slices"]) if load["slices"] else None,
-                              tuple(load["window"]) if load["window"] else None)
-    else:
-        options = DataOptions(source_data)
+    options = DataOptions.from_stored(trained_on["load"]) if source_data is None else DataOptions(source_data)
     # At the run's image size and channels, whatever the source's own are.
     real = load_training_data(options, replace(cfg, size=model["size"], channels=model["channels"]))
     if list(real.class_names) != list(trained_on["class_names"]):
@@ -112,12 +106,15 @@ def source_indices(loaded: LoadedGenerator, klass: int, count: int, seed: int) -
 
     Image i's source depends only on (seed, klass, i): drawn in fixed blocks like the latents.
     """
-    parts = []
-    for start in range(0, count, LATENT_BLOCK):
-        gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, klass, stream=3000 + start // LATENT_BLOCK))
-        wanted = torch.full((LATENT_BLOCK,), klass, dtype=torch.long)
-        parts.append(loaded.sources.classes.of_class(wanted, gen)[: count - start])
-    return torch.cat(parts)
+    return torch.cat([source_block(loaded, klass, start, min(LATENT_BLOCK, count - start), seed)
+                      for start in range(0, count, LATENT_BLOCK)])
+
+
+def source_block(loaded: LoadedGenerator, klass: int, start: int, count: int, seed: int) -> torch.Tensor:
+    """The first ``count`` source indices of the latent block that begins at image ``start`` of a class."""
+    gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, klass, stream=3000 + start // LATENT_BLOCK))
+    wanted = torch.full((LATENT_BLOCK,), klass, dtype=torch.long)
+    return loaded.sources.classes.of_class(wanted, gen)[:count]
 
 
 def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int = 256,
@@ -131,7 +128,7 @@ def synthesize(loaded: LoadedGenerator, n_per_class: int, seed: int, batch: int 
     """
     images, labels = [], []
     for k, start, count in _blocks(loaded, n_per_class, rank, world_size):
-        picks = None if loaded.sources is None else source_indices(loaded, k, start + count, seed)[start:].to(loaded.device)
+        picks = None if loaded.sources is None else source_block(loaded, k, start, count, seed).to(loaded.device)
         # Latents come in fixed blocks from their own seed: a normal draw of another length would differ.
         gen = torch.Generator(device="cpu").manual_seed(step_seed(seed, k, stream=1000 + start // LATENT_BLOCK))
         z = sample_latent(LATENT_BLOCK, loaded.cfg, torch.device("cpu"), generator=gen)[:count]

@@ -15,6 +15,7 @@ Presets only transform images; labels are never touched, so every preset is labe
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -157,7 +158,7 @@ def _jitter(images: Tensor, factors: Tensor) -> Tensor:
 
 # ---- the preset base class -------------------------------------------------------------------
 
-class BatchAugment(v2.Transform):
+class BatchAugment(v2.Transform, abc.ABC):
     """A preset: ``preset(images, generator=g)`` augments a batch with independent per-image draws.
 
     ``images`` is a float (N, C, H, W) tensor in [0, 1] with C in {1, 3} and H = W = ``image_size``,
@@ -179,9 +180,9 @@ class BatchAugment(v2.Transform):
         super().__init__()
         self.image_size = int(image_size)
 
+    @abc.abstractmethod
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> AugmentParams:
         """Draw per-image parameters for ``n`` images from ``generator`` (a CPU generator)."""
-        raise NotImplementedError
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         # v2.Transform.forward draws one parameter set for all inputs; a batch needs one per image.

@@ -14,6 +14,7 @@ registered in REFINER_OBJECTIVES under ``ModelSpec.objective``; the training loo
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Any, Callable, Iterable, Iterator
 
@@ -27,7 +28,7 @@ from medsyn.registry import Registry
 MakeOptimizer = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
 
-class RefinerObjective:
+class RefinerObjective(abc.ABC):
     """One refiner family's training: owns the translator, discriminator(s), their optimisers and losses.
 
     Args:
@@ -48,9 +49,9 @@ class RefinerObjective:
             for group in opt.param_groups:
                 group["lr"] = base * scale
 
+    @abc.abstractmethod
     def train_step(self, step: int, synthetic: Tensor, real: Tensor) -> dict[str, Tensor]:
         """One training step on a synthetic and a real batch (both in [-1, 1]); returns detached stats."""
-        raise NotImplementedError
 
     @staticmethod
     def update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:

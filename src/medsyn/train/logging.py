@@ -28,9 +28,9 @@ def generate(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, 
     """
     was_training = generator.training
     generator.eval()
-    inputs = (lambda i: (z[i:i + batch], labels[i:i + batch])) if sources is None else (
-        lambda i: (z[i:i + batch], labels[i:i + batch], sources[i:i + batch]))
-    parts = [((generator(*inputs(i)).float() + 1) / 2).clamp_(0, 1).cpu() for i in range(0, len(z), batch)]
+    inputs = (z, labels) if sources is None else (z, labels, sources)
+    parts = [((generator(*(t[i:i + batch] for t in inputs)).float() + 1) / 2).clamp_(0, 1).cpu()
+             for i in range(0, len(z), batch)]
     generator.train(was_training)
     return torch.cat(parts).numpy()
 

@@ -37,6 +37,12 @@ class DataOptions:
     window: tuple[float, float] | None = None
     refine_source: str | None = None  # refiners: the synthetic images to refine (--source; any load_source source)
 
+    @classmethod
+    def from_stored(cls, load: dict[str, Any]) -> "DataOptions":
+        """The options a run saved in data.json / its checkpoint ("load"), as they were given."""
+        return cls(load["source"], load["manifest"], load["axis"], tuple(load["slices"]) if load["slices"] else None,
+                   tuple(load["window"]) if load["window"] else None, load.get("refine_source"))
+
 
 def fingerprint(data: LabeledImages) -> str:
     digest = hashlib.sha256()
@@ -127,11 +133,7 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
             stored.pop("steps"), stored.pop("epochs")
         layers = [stored, *layers]
         if data_options is None:
-            load = state["data"]["load"]
-            data_options = DataOptions(load["source"], load["manifest"], load["axis"],
-                                       tuple(load["slices"]) if load["slices"] else None,
-                                       tuple(load["window"]) if load["window"] else None,
-                                       load.get("refine_source"))
+            data_options = DataOptions.from_stored(state["data"]["load"])
     else:
         if (out / CHECKPOINT).exists():
             raise RunError(f"{out}: a run is already here; pass --resume to continue it or choose another --out")
