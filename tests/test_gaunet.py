@@ -148,7 +148,9 @@ def test_pair_critic_sees_same_class_pairs_in_a_training_step(tmp_path):
     data = write_npz(tmp_path / "toy.npz", classes=3, per_class=4)
     trainer = prepare_run(tmp_path / "run", [{**RUN, "steps": 1}], DataOptions(data), resume=False).trainer
     images, labels = trainer.batches.images, trainer.batches.labels
-    trainer.D_step, trainer.G_step = Recorder(trainer.D_step), Recorder(trainer.G_step)
+    # one process: the D step's D_step and the G step's bare D are the same network
+    trainer.D_step = trainer.D = Recorder(trainer.D)
+    trainer.G_step = Recorder(trainer.G_step)
     trainer.train_step()
 
     def index_of(image):  # every dataset image is distinct: find it by value

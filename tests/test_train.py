@@ -132,3 +132,27 @@ def test_new_run_refuses_an_existing_run_and_resume_refuses_changes(tmp_path, ma
 def test_epochs_set_the_run_length(tmp_path, make_npz):
     prepared, result = _train(tmp_path / "run", make_npz(n_per_class=8), epochs=2, batch=6)
     assert result.step == 8  # 24 images, batch 6: 4 steps an epoch
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan-gp", "gaunet"])
+def test_the_generator_step_leaves_the_critics_gradients_alone(tmp_path, make_npz, name):
+    """G's loss goes through D, but D's weight gradients from it would be thrown away: the G step
+    computes none (D's .grad after a step is exactly what its own update used), and D trains on."""
+    prepared, _ = _train(tmp_path / "run", make_npz(), model=name, steps=1)
+    trainer = prepared.trainer
+    used_by_d_step = {}
+    after_d = trainer.loss.after_d_step
+
+    def record(D):
+        after_d(D)
+        used_by_d_step.update({n: p.grad.clone() for n, p in D.named_parameters() if p.grad is not None})
+
+    trainer.loss.after_d_step = record
+    before = {n: p.detach().clone() for n, p in trainer.D.named_parameters()}
+    trainer.train_step()
+    assert used_by_d_step, "the D step produced no gradients"
+    for n, p in trainer.D.named_parameters():
+        assert p.requires_grad, n
+        if n in used_by_d_step:
+            assert torch.equal(p.grad, used_by_d_step[n]), n
+    assert any(not torch.equal(before[n], p) for n, p in trainer.D.named_parameters())

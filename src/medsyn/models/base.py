@@ -12,9 +12,10 @@ critic values; ``class_logits`` is (N, num_classes) for models with an auxiliary
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
@@ -81,3 +82,22 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 def register(spec: ModelSpec) -> ModelSpec:
     return MODELS.register(spec.name, spec)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter gradients for ``module`` from forwards run inside the block.
+
+    A generator's loss goes through D, but only G's parameters are stepped: D's weight gradients
+    would be computed and thrown away (a third of D's backward), and under torchrun all-reduced too.
+    Autograd records at forward time which tensors need gradients, so the backward may run after
+    the block.
+    """
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)

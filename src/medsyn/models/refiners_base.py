@@ -15,8 +15,7 @@ registered in REFINER_OBJECTIVES under ``ModelSpec.objective``; the training loo
 from __future__ import annotations
 
 import abc
-import contextlib
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -77,19 +76,6 @@ class RefinerObjective(abc.ABC):
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.load_extra_state(state["extra"])
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """No parameter gradients for ``module`` inside the block: the translator's loss must not fill D's."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 REFINER_OBJECTIVES: Registry[type[RefinerObjective]] = Registry("refiner objective")

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
+from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, frozen, register
 from medsyn.models.layers import scale_channels
-from medsyn.models.refiners_base import RefinerObjective, ResBlock, frozen, register_objective
+from medsyn.models.refiners_base import RefinerObjective, ResBlock, register_objective
 
 REFINER_CHANNELS = 64
 REFINER_BLOCKS = 12

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
+from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, frozen, register
 from medsyn.models.layers import scale_channels
-from medsyn.models.refiners_base import REFINER_OBJECTIVES, RefinerObjective, ResBlock, frozen, register_objective
+from medsyn.models.refiners_base import REFINER_OBJECTIVES, RefinerObjective, ResBlock, register_objective
 from medsyn.models.refiners_perceptual import OFF_NOTICE, PerceptualLoss, load_vgg19_features
 from medsyn.models.refiners_simgan import BRAIN_PAPER
 

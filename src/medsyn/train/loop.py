@@ -21,7 +21,7 @@ from medsyn.augment import build_preset
 from medsyn.config import TrainConfig, to_dict
 from medsyn.data.types import LabeledImages
 from medsyn.errors import DivergenceError
-from medsyn.models.base import ModelSpec
+from medsyn.models.base import ModelSpec, frozen
 from medsyn.train.batches import BatchSource, step_seed
 from medsyn.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from medsyn.train.distributed import Distributed, data_parallel, from_environment, initialise
@@ -205,8 +205,11 @@ class Trainer:
             self.opt_d.step()
             self.loss.after_d_step(self.D)
         stats.update(stats_d)
-        with self.autocast():
-            loss_g, stats_g = self.loss.g_loss(critic, fake, labels)
+        # The G step goes through the bare D with its weights frozen: their gradients would be thrown
+        # away, and under torchrun DDP would all-reduce them first. Synced batch norm needs no DDP.
+        g_critic = self.D if anchors is None else paired_critic(self.D, anchors)
+        with self.autocast(), frozen(self.D):
+            loss_g, stats_g = self.loss.g_loss(g_critic, fake, labels)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
