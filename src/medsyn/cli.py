@@ -15,7 +15,7 @@ from medsyn.commands.fid import fid_command
 from medsyn.commands.refine import refine_command
 from medsyn.commands.study import study_command
 from medsyn.errors import ConfigError, MedsynError
-from medsyn.ui import console, out_console, progress as _progress
+from medsyn.ui import PRESET_NAMES, console, out_console, progress as _progress
 
 app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -92,7 +92,7 @@ def models():
 @app.command("augment")
 def augment(
     source: str = typer.Argument(..., help="Data source (as for `medsyn data info`)."),
-    preset: str = typer.Option(..., "--preset", help="liver-lesion | brain-mri | retina"),
+    preset: str = typer.Option(..., "--preset", help=PRESET_NAMES),
     copies: int = typer.Option(..., "--copies", help="Augmented copies per image (originals are kept too)."),
     out: Path = typer.Option(..., "--out"),
     seed: int = typer.Option(0, "--seed"),

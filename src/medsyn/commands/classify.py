@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from medsyn.errors import ConfigError, DataError
-from medsyn.ui import console, out_console, progress
+from medsyn.ui import PRESET_NAMES, console, out_console, progress
 
 
 def parse_volume(text: Optional[str]) -> int | float | None:
@@ -33,7 +33,7 @@ def classify(
     classifier: str = typer.Option(..., "--classifier", help="lesion-cnn | resnet18 | resnet50 | densenet121 | densenet161 | resnet50-brain | svm"),
     out: Path = typer.Option(..., "--out", help="Folder to create: metrics.json, predictions.csv, confusion.png, classifier.pt."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Labeled synthetic images to add (e.g. a `medsyn sample` folder)."),
-    classic: Optional[str] = typer.Option(None, "--classic", help="Add classic augmentation copies: liver-lesion | brain-mri | retina."),
+    classic: Optional[str] = typer.Option(None, "--classic", help=f"Add classic augmentation copies: {PRESET_NAMES}."),
     copies: Optional[int] = typer.Option(None, "--copies", help="Classic copies per real image (default 1)."),
     volume: Optional[str] = typer.Option(None, "--volume", help="Synthetic images per class (200) or a multiple of the real per-class count (1.5x); default: all, balanced."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs (default: the classifier's paper recipe)."),

@@ -124,7 +124,7 @@ def _cluster(synthetic_set, clusters: int, features: str, weights, real: str | N
              device: str, cache):
     """Features (cached) -> clusters per class -> scores; returns (clustering, description, record facts)."""
     from medsyn import curate
-    from medsyn.commands.fid import _features_with_progress
+    from medsyn.commands.progress import features_with_progress
     from medsyn.curate.select import SCORE_NEIGHBOURS
     from medsyn.metrics.cache import FeatureCache
     from medsyn.train.setup import resolve_device
@@ -135,10 +135,10 @@ def _cluster(synthetic_set, clusters: int, features: str, weights, real: str | N
     store = FeatureCache(cache)
     console.print(f"{len(synthetic_set)} synthetic images ({synthetic_set.source}); features: {extractor.name} on "
                   f"{torch_device}", highlight=False, soft_wrap=True)
-    syn_feats = _features_with_progress("synthetic", synthetic_set, extractor, store, batch, torch_device)
+    syn_feats = features_with_progress("synthetic", synthetic_set, extractor, store, batch, torch_device)
     real_feats = None
     if real_set is not None:
-        real_feats = _features_with_progress("real", real_set, extractor, store, batch, torch_device)
+        real_feats = features_with_progress("real", real_set, extractor, store, batch, torch_device)
     clustering = curate.cluster_set(synthetic_set, syn_feats, clusters, seed, real_set, real_feats)
     score = None if real_set is None else (f"k-NN distance (k={SCORE_NEIGHBOURS}) to the real images of the class, over "
                                            f"the real images' own median k-NN distance")

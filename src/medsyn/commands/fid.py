@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,8 @@ import typer
 
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError
-from medsyn.ui import console, out_console, progress
+from medsyn.commands.progress import features_with_progress
+from medsyn.ui import console, out_console
 
 
 @dataclass
@@ -144,7 +144,7 @@ def fid_command(
     store = FeatureCache(cache)
     console.print(f"A: {len(sides[0].images)} images ({a}); B: {len(sides[1].images)} images ({b}); "
                   f"{net.name} on {torch_device}", highlight=False, soft_wrap=True)
-    feats = [_features_with_progress(label, side.images, net, store, batch, torch_device)
+    feats = [features_with_progress(label, side.images, net, store, batch, torch_device)
              for label, side in zip("AB", sides)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)  # printed below as notices instead
@@ -162,21 +162,3 @@ def fid_command(
     if floor is not None:
         out_console.print(f"FID floor (real vs real) {floor.fid:.4f}", highlight=False)
 
-
-def _features_with_progress(label: str, images: LabeledImages, net, store, batch: int, device) -> np.ndarray:
-    """compute_features under a progress bar that shows img/s (or "cached")."""
-    from medsyn.metrics.fid import compute_features
-
-    with progress() as bar:
-        task = bar.add_task(f"features {label}", total=len(images), info="")
-        started, done = time.perf_counter(), [0]
-
-        def on_batch(count: int) -> None:
-            done[0] += count
-            rate = done[0] / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done[0], info=f"{rate:,.1f} img/s")
-
-        feats = compute_features(images, net, cache=store, batch=batch, device=device, on_batch=on_batch)
-        if done[0] == 0:  # nothing computed: every feature came from the cache
-            bar.update(task, completed=len(images), info="cached")
-        return feats

@@ -73,10 +73,10 @@ class ImageNetDenseNet(nn.Module):
 
     def __init__(self, arch: str, weights: str | Path):
         super().__init__()
-        from medsyn.models.classifiers import _load_imagenet  # the same loader (and errors) the classifiers use
+        from medsyn.models.classifiers import load_imagenet_weights  # the same loader (and errors) the classifiers use
 
         net = getattr(torchvision.models, arch)(weights=None)
-        _load_imagenet(net, str(weights), arch)
+        load_imagenet_weights(net, str(weights), arch)
         self.body = net.features
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

@@ -201,7 +201,7 @@ def _lesion_cnn(size: int, channels: int, num_classes: int, weights: str | None)
 
 # ---- torchvision families --------------------------------------------------------------------
 
-def _load_imagenet(model: nn.Module, path: str, name: str) -> None:
+def load_imagenet_weights(model: nn.Module, path: str, name: str) -> None:
     """Load a local torchvision ImageNet state_dict into the unmodified (3-channel, 1000-class) model."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -235,7 +235,7 @@ def _resnet(arch: str, head: Callable[[int, int], nn.Module] | None = None):
     def build(size: int, channels: int, num_classes: int, weights: str | None) -> ClassifierNet:
         model = getattr(torchvision.models, arch)(weights=None)
         if weights:
-            _load_imagenet(model, weights, arch)
+            load_imagenet_weights(model, weights, arch)
         small = size <= SMALL_STEM_MAX
         model.conv1 = _adapt_stem(model.conv1, channels, small)
         if small:
@@ -251,7 +251,7 @@ def _densenet(arch: str):
     def build(size: int, channels: int, num_classes: int, weights: str | None) -> ClassifierNet:
         model = getattr(torchvision.models, arch)(weights=None)
         if weights:
-            _load_imagenet(model, weights, arch)
+            load_imagenet_weights(model, weights, arch)
         small = size <= SMALL_STEM_MAX
         model.features.conv0 = _adapt_stem(model.features.conv0, channels, small)
         if small:

@@ -67,7 +67,7 @@ class ClassifierSection:
 
 @dataclass(frozen=True)
 class ClassicSection:
-    preset: str | None = None  # liver-lesion | brain-mri | retina
+    preset: str | None = None  # a registered classic-augmentation preset (medsyn.augment.PRESETS)
     copies: int = 4  # augmented copies per real image
 
 

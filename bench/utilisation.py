@@ -1,0 +1,69 @@
+"""Model FLOPs utilisation for the benchmarks: FLOPs counted, peak measured, both in this process.
+
+FLOPs come from ``torch.utils.flop_counter`` (2 per multiply-add, forward and backward ops alike,
+so a training step counts what its backward really computes). The peak is not a datasheet figure
+but the rate of a large dense matmul on the same device, in the same dtype, timed here: it is what
+this machine's BLAS can do right now, so "utilisation" says how far a network is from the best
+that its convolutions could hope for on this hardware, whatever else is running.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def counted_flops(run: Callable[[], object]) -> int:
+    """FLOPs of the matmuls and convolutions ``run()`` executes (forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return int(counter.get_total_flops())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, side: int | None = None,
+                seconds: float = 1.0, trials: int = 3) -> float:
+    """FLOP/s of repeated (side x side) @ (side x side) matmuls, the best of ``trials`` timings of
+    ``seconds`` each: the dense peak this process reaches (the best, so a busy moment lowers it less)."""
+    if seconds <= 0 or trials < 1:
+        raise ValueError(f"matmul_peak needs seconds > 0 and trials >= 1, got seconds={seconds}, trials={trials}")
+    device = torch.device(device)
+    side = side or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+    a @ b  # warm-up: BLAS handles, clocks
+    _synchronize(device)
+    best = 0.0
+    for _ in range(trials):
+        runs, started = 0, time.perf_counter()
+        while True:
+            a @ b
+            runs += 1
+            if runs % 4 == 0:
+                _synchronize(device)
+                elapsed = time.perf_counter() - started
+                if elapsed >= seconds:
+                    break
+        best = max(best, 2 * side ** 3 * runs / elapsed)
+    return best
+
+
+@dataclass(frozen=True)
+class Utilisation:
+    flops_per_image: float
+    peak: float  # FLOP/s
+
+    def describe(self, images_per_second: float) -> str:
+        achieved = images_per_second * self.flops_per_image
+        return f"{achieved / 1e9:,.1f} GFLOP/s = {100 * achieved / self.peak:.1f} % of peak"
+
+    def header(self, what: str, dtype: torch.dtype) -> str:
+        return (f"# {what}: {self.flops_per_image / 1e9:.3f} GFLOP per image (counted); peak {self.peak / 1e9:,.1f} "
+                f"GFLOP/s ({str(dtype).removeprefix('torch.')} matmul measured in this process)")

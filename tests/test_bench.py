@@ -1,0 +1,38 @@
+"""The benchmarks' utilisation arithmetic: counted FLOPs of known layers, a measured peak, the ratio."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+from utilisation import Utilisation, counted_flops, matmul_peak  # noqa: E402
+
+
+def test_counted_flops_of_a_linear_layer_forward_and_backward():
+    layer, x = nn.Linear(100, 10), torch.randn(8, 100, requires_grad=True)
+    assert counted_flops(lambda: layer(x)) == 2 * 8 * 100 * 10
+    # backward: the input gradient and the weight gradient, each as costly as the forward
+    assert counted_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 8 * 100 * 10
+
+
+def test_counted_flops_of_a_convolution():
+    conv = nn.Conv2d(3, 16, 5, stride=2, padding=2)
+    flops = counted_flops(lambda: conv(torch.randn(4, 3, 32, 32)))
+    assert flops == 2 * 4 * 16 * 16 * 16 * 3 * 5 * 5  # N x out-pixels x C_out x (C_in x k x k) multiply-adds
+
+
+def test_matmul_peak_is_a_plausible_rate_and_utilisation_is_rate_times_flops_over_peak():
+    peak = matmul_peak("cpu", side=256, seconds=0.05, trials=2)
+    assert 1e8 < peak < 1e14  # between 0.1 GFLOP/s and 100 TFLOP/s on any CPU
+    use = Utilisation(flops_per_image=2e9, peak=200e9)
+    assert use.describe(25.0) == "50.0 GFLOP/s = 25.0 % of peak"
+    assert "2.000 GFLOP per image" in use.header("step", torch.float32)
+    assert "float32 matmul" in use.header("step", torch.float32)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_matmul_peak_rejects_a_bad_timing_budget(bad):
+    with pytest.raises(ValueError, match="seconds"):
+        matmul_peak("cpu", side=64, seconds=bad)
