@@ -133,3 +133,49 @@ def test_sampling_shares_partition_the_set_block_by_block():
     # blocks 0..8 go to ranks 0,1,2,3,0,1,2,3,0; blocks 2, 5 and 8 hold the 5 left over per class
     assert [len(s) for s in shares] == [2 * LATENT_BLOCK + 5, LATENT_BLOCK + 5, LATENT_BLOCK + 5, 2 * LATENT_BLOCK]
     assert shares[1][:2].tolist() == [LATENT_BLOCK, LATENT_BLOCK + 1]  # rank 1 starts at class 0's second block
+
+
+def _renorm_rank(rank: int, world: int, init_file: str, batch: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    from medsyn.models.gaunet import BatchRenorm2d
+    from medsyn.train.distributed import convert_batch_norm
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    layer = convert_batch_norm(torch.nn.Sequential(BatchRenorm2d(3, warmup=0, ramp=1)))
+    share = batch[rank * len(batch) // world:(rank + 1) * len(batch) // world].clone().requires_grad_(True)
+    for _ in range(2):  # the second step renormalises against running statistics the first one moved
+        output = layer(share)
+    (output * torch.arange(output.numel()).view(output.shape)).sum().backward()
+    torch.save({"output": output.detach(), "grad": share.grad, "state": layer.state_dict()}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_batch_renormalisation_under_torchrun_uses_the_global_batch(tmp_path):
+    """gaunet's BatchRenorm2d on 2 gloo ranks, each holding half a batch: outputs, input gradients and
+    running statistics equal one process holding the whole batch."""
+    import torch.multiprocessing as mp
+
+    from medsyn.models.gaunet import BatchRenorm2d
+
+    torch.manual_seed(1)
+    batch = torch.randn(8, 3, 5, 5) * 2 + 1
+    mp.spawn(_renorm_rank, args=(2, str(tmp_path / "init"), batch, str(tmp_path / "out")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2)]
+
+    torch.manual_seed(0)
+    layer, whole = BatchRenorm2d(3, warmup=0, ramp=1), batch.clone().requires_grad_(True)
+    for _ in range(2):
+        output = layer(whole)
+    weights = torch.arange(output[:4].numel()).view(output[:4].shape)
+    (output[:4] * weights).sum().backward(retain_graph=True)  # each rank weighted its own share the same way
+    (output[4:] * weights).sum().backward()
+    torch.testing.assert_close(torch.cat([r["output"] for r in ranks]), output.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([r["grad"] for r in ranks]), whole.grad, rtol=1e-4, atol=1e-5)
+    for key, value in layer.state_dict().items():
+        torch.testing.assert_close(ranks[0]["state"][f"0.{key}"], value, rtol=1e-5, atol=1e-6)
+    local = BatchRenorm2d(3, warmup=0, ramp=1)
+    for _ in range(2):
+        alone = local(batch[:4])
+    assert not torch.allclose(ranks[0]["output"], alone.detach(), atol=1e-3)  # statistics of half a batch differ

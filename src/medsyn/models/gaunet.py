@@ -73,7 +73,8 @@ class BatchRenorm2d(_BatchNorm):
     back-propagated through. Small or correlated batches (a batch of one image's rewrites) then do
     not shift what the network learns away from what it does in eval mode. A subclass of
     ``_BatchNorm``, so BN recalibration and the EMA treat it as batch norm; ``num_batches_tracked``
-    drives the warm-up, so the schedule is in the checkpoint and resumes exactly.
+    drives the warm-up, so the schedule is in the checkpoint and resumes exactly. Under torchrun
+    its statistics cover the global batch, as synced batch norm's do.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -81,6 +82,13 @@ class BatchRenorm2d(_BatchNorm):
                  warmup: int = RENORM_WARMUP, ramp: int = RENORM_RAMP):
         super().__init__(num_features, eps, momentum, affine=True, track_running_stats=True)
         self.r_max, self.d_max, self.warmup, self.ramp = r_max, d_max, warmup, ramp
+
+    @staticmethod
+    def moments(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-channel (mean, biased variance, element count) of the batch. Under torchrun the
+        trainer points this at the global batch's moments (train.distributed.convert_batch_norm)."""
+        return (values.mean(dim=(0, 2, 3)), values.var(dim=(0, 2, 3), unbiased=False),
+                values.new_tensor(values.numel() / values.shape[1]))
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 4:
@@ -99,8 +107,7 @@ class BatchRenorm2d(_BatchNorm):
         r_max, d_max = self.limits()
         self.num_batches_tracked.add_(1)
         values = x.float()  # statistics in float32 under bf16 autocast
-        mean = values.mean(dim=(0, 2, 3))
-        var = values.var(dim=(0, 2, 3), unbiased=False)
+        mean, var, count = self.moments(values)
         std = (var + self.eps).sqrt()
         running_std = (self.running_var + self.eps).sqrt()
         r = (std.detach() / running_std).clamp(1.0 / r_max, r_max)
@@ -110,9 +117,8 @@ class BatchRenorm2d(_BatchNorm):
         with torch.no_grad():
             # momentum None: cumulative average, as nn.BatchNorm2d does (BN recalibration uses it)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            count = values.numel() / values.shape[1]
             self.running_mean.lerp_(mean, factor)
-            self.running_var.lerp_(var * count / max(count - 1, 1), factor)  # unbiased, like batch norm
+            self.running_var.lerp_(var * count / (count - 1).clamp_min(1), factor)  # unbiased, like batch norm
         return (values * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
 
 

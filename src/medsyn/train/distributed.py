@@ -99,8 +99,7 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics cover the global batch of all ranks.
 
     torch.nn.SyncBatchNorm does the same on GPUs only; this one uses differentiable all-reduces
-    (torch.distributed.nn), so it runs on gloo as well and the CPU test exercises the GPU path.
-    Two passes (mean, then centred squares) keep the variance as accurate as batch norm's own.
+    (``global_moments``), so it runs on gloo as well and the CPU test exercises the GPU path.
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -108,17 +107,10 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and in_process_group()):
             return super().forward(x)
-        dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        # Per-channel sums and the element count travel in one all-reduce (ranks may hold unequal shares).
-        local = torch.cat([x.float().sum(dims), x.new_full((1,), x.numel() / x.shape[1], dtype=torch.float32)])
-        totals = all_reduce(local)
-        count = totals[-1:]
-        mean = totals[:-1] / count
-        centred = x.float() - mean.view(shape)
-        var = all_reduce(centred.square().sum(dims)) / count
+        mean, var, count = global_moments(x.float())
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -126,10 +118,31 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
                 unbiased = var * count / (count - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        out = (x.float() - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(x.dtype)
+
+
+def in_process_group() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel (mean, biased variance, element count) of the global batch that ``x`` is this rank's
+    share of; call it inside a process group.
+
+    Differentiable (the all-reduces pass gradients back to every rank's share). Two passes (mean,
+    then centred squares) keep the variance as accurate as batch norm's own; sums and the count
+    travel in one all-reduce, as ranks may hold unequal shares.
+    """
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    totals = all_reduce(torch.cat([x.sum(dims), x.new_full((1,), x.numel() / x.shape[1])]))
+    count = totals[-1]
+    mean = totals[:-1] / count
+    var = all_reduce((x - mean.view(shape)).square().sum(dims)) / count
+    return mean, var, count
 
 
 def all_reduce(tensor: Tensor) -> Tensor:
@@ -154,9 +167,12 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 def convert_batch_norm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm1d/2d in ``module`` by a SyncedBatchNorm with the same state, in place."""
+    """Replace every BatchNorm1d/2d in ``module`` by a SyncedBatchNorm with the same state, in place,
+    and point every layer with a ``moments`` hook (BatchRenorm2d) at the global batch's moments."""
     for name, child in module.named_children():
-        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if hasattr(child, "moments"):  # batch renormalisation (gaunet): same statistics, its own formula
+            child.moments = global_moments
+        elif isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
             synced = SyncedBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats, device=child.running_mean.device)
             synced.load_state_dict(child.state_dict())
