@@ -93,6 +93,18 @@ def naive_mmd2(x, y):
     return xx + yy - 2 * xy
 
 
+def test_kid_from_whole_kernels_equals_kid_from_per_subset_kernels(monkeypatch):
+    from medsyn.metrics import fid as fid_module
+
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((60, 16)), rng.standard_normal((45, 16)) * 1.2 + 0.1
+    gathered = kid(a, b, subsets=7, subset_size=20, seed=3)
+    monkeypatch.setattr(fid_module, "KID_WHOLE_KERNEL_MAX", 10)  # too small: kernels per subset
+    per_subset = kid(a, b, subsets=7, subset_size=20, seed=3)
+    assert gathered[1] > 0  # the subsets differ
+    np.testing.assert_allclose(gathered, per_subset, rtol=1e-12, atol=1e-15)
+
+
 def test_kid_equals_the_naive_unbiased_estimator_and_adapts_to_small_sets():
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((20, 8)), rng.standard_normal((20, 8)) + 0.5
