@@ -54,7 +54,8 @@ def largest_difference(run_a: Path, run_b: Path) -> float:
     ["--model", "dcgan"],
     ["--model", "dcgan", "--per-class", "--set", "optimizer=sgd"],
     ["--model", "wgan-gp", "--set", "critic_steps=2"],
-], ids=["dcgan-conditional", "dcgan-per-class", "wgan-gp"])
+    ["--model", "pggan", "--set", "optimizer=sgd"],  # minibatch std over groups that shards keep whole
+], ids=["dcgan-conditional", "dcgan-per-class", "wgan-gp", "pggan"])
 def test_two_processes_match_one(tmp_path, phantoms, model):
     args = ["--data", str(phantoms), *model, "--steps", "3", *TINY]
     one = medsyn_train([*args, "--out", "one"], 1, tmp_path)

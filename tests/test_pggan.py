@@ -122,10 +122,11 @@ def test_minibatch_std_appends_the_mean_standard_deviation():
     assert out.shape == (4, 3, 2, 2) and torch.equal(out[:, :2], x)
     expected = (1.0 + math.sqrt(1e-8)) / 2
     assert torch.allclose(out[:, 2], torch.full((4, 2, 2), expected))
-    # groups of four over eight samples: i and i + 2 share a group (Karras et al.'s layout)
-    eight = torch.tensor([0.0, 10, 0, 10, 2, 10, 2, 10]).view(8, 1, 1, 1)
+    # groups of four consecutive samples over eight, so a shard of four keeps its group whole
+    eight = torch.tensor([0.0, 0, 2, 2, 10, 10, 10, 10]).view(8, 1, 1, 1)
     stat = MinibatchStd()(eight)[:, 1].flatten()
-    assert torch.allclose(stat[0::2], torch.ones(4)) and torch.allclose(stat[1::2], torch.full((4,), 1e-4))
+    assert torch.allclose(stat[:4], torch.ones(4)) and torch.allclose(stat[4:], torch.full((4,), 1e-4))
+    assert torch.equal(MinibatchStd()(eight[4:]), MinibatchStd()(eight)[4:])
     assert MinibatchStd()(torch.randn(7, 2, 4, 4)).shape == (7, 3, 4, 4)  # not divisible: one group
 
 

@@ -155,17 +155,19 @@ class PixelNorm(nn.Module):
 class MinibatchStd(nn.Module):
     """Appends one feature map: the standard deviation across samples, averaged over features and pixels.
 
-    As Karras et al.'s code, over groups of MBSTD_GROUP samples (sample i is in group i mod N/G),
-    so the statistic does not depend on how a batch is split; a batch that groups of 4 do not
-    divide (a per-class shard of odd size) uses one group, the paper's whole-minibatch definition.
+    Over groups of MBSTD_GROUP consecutive samples. Karras et al.'s code groups with a stride
+    (sample i in group i mod N/G); consecutive groups are the same statistic on a shuffled batch,
+    and a torchrun shard (a contiguous slice whose size G divides) keeps every group whole, so
+    two processes compute what one does. A batch that groups of 4 do not divide (a per-class
+    shard of odd size) uses one group, the paper's whole-minibatch definition.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
         group = MBSTD_GROUP if n % MBSTD_GROUP == 0 else n
-        grouped = x.float().view(group, n // group, *x.shape[1:])
-        std = (grouped.var(dim=0, unbiased=False) + EPSILON).sqrt().mean(dim=(1, 2, 3))  # (N / group,)
-        feature = std.repeat(group).view(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        grouped = x.float().view(n // group, group, *x.shape[1:])
+        std = (grouped.var(dim=1, unbiased=False) + EPSILON).sqrt().mean(dim=(1, 2, 3))  # (N / group,)
+        feature = std.repeat_interleave(group).view(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
         return torch.cat([x, feature], dim=1)
 
 
