@@ -6,6 +6,7 @@ import csv
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -14,19 +15,53 @@ from PIL import Image
 
 from medsyn.errors import RunError
 
+PNG_CHUNK = 64  # images per writer task: large enough to amortise the conversion call
+
 
 def to_uint(image: np.ndarray, bit_depth: int) -> np.ndarray:
-    """(C, H, W) float in [0, 1] -> (H, W) or (H, W, C) unsigned integers of the given depth."""
+    """(C, H, W) float in [0, 1] -> (H, W) or (H, W, C) unsigned integers of the given depth;
+    a batch (N, C, H, W) -> (N, H, W) or (N, H, W, C)."""
     peak = 65535 if bit_depth == 16 else 255
     arr = np.clip(np.rint(np.asarray(image, dtype=np.float64) * peak), 0, peak)
     arr = arr.astype(np.uint16 if bit_depth == 16 else np.uint8)
-    return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    channels = arr.ndim - 3
+    return arr.squeeze(channels) if arr.shape[channels] == 1 else np.moveaxis(arr, channels, -1)
+
+
+def png_depth(bit_depth: int, channels: int) -> int:
+    """16-bit PNG for 16-bit grey sources; 8-bit otherwise (Pillow writes RGB at 8 bits only)."""
+    return 16 if bit_depth == 16 and channels == 1 else 8
 
 
 def write_png(path: str | Path, image: np.ndarray, bit_depth: int = 8) -> None:
     """Write one (C, H, W) float image in [0, 1]; grey stays grey, 16-bit stays 16-bit (grey only)."""
-    arr = to_uint(image, 16 if bit_depth == 16 and image.shape[0] == 1 else 8)
-    Image.fromarray(arr).save(path, format="PNG")
+    Image.fromarray(to_uint(image, png_depth(bit_depth, image.shape[0]))).save(path, format="PNG")
+
+
+def write_pngs(paths: Sequence[Path], images: np.ndarray, bit_depth: int = 8, workers: int | None = None) -> None:
+    """Write (N, C, H, W) float images in [0, 1] to ``paths``, with ``workers`` threads (default: one per core).
+
+    Creating and writing small files costs more than encoding them (about 1 ms against 0.3 ms for a
+    64x64 grey PNG here), and both release the GIL, so threads scale where the Python per image
+    does not dominate: each thread converts its own chunk in one numpy call, then saves it.
+    """
+    if len(paths) != len(images):
+        raise ValueError(f"{len(paths)} paths for {len(images)} images")
+    workers = workers or len(os.sched_getaffinity(0))
+    depth = png_depth(bit_depth, images.shape[1]) if len(images) else 8
+    chunks = np.array_split(np.arange(len(images)), max(1, min(len(images) // PNG_CHUNK, workers * 4)))
+
+    def write_chunk(indices: np.ndarray) -> None:
+        if len(indices):
+            for index, pixels in zip(indices, to_uint(images[indices[0]:indices[-1] + 1], depth)):
+                Image.fromarray(pixels).save(paths[index], format="PNG")
+
+    if workers == 1 or len(chunks) == 1:
+        for chunk in chunks:
+            write_chunk(chunk)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(write_chunk, chunks))  # list(): re-raises the first failed write here
 
 
 def make_grid(images: np.ndarray, nrow: int = 8, pad: int = 2) -> np.ndarray:
@@ -113,10 +148,9 @@ def write_image_folder(
     (folder / "classes.txt").write_text("".join(f"{n}\n" for n in class_names))
     width = max(5, len(str(len(images))))
     paths = []
-    for i, (img, lab) in enumerate(zip(images, labels)):
-        rel = f"{dirs[int(lab)]}/{stem}_{i:0{width}d}.png"
-        write_png(folder / rel, img, bit_depth)
-        paths.append(rel)
+    for i, lab in enumerate(labels):
+        paths.append(f"{dirs[int(lab)]}/{stem}_{i:0{width}d}.png")
+    write_pngs([folder / rel for rel in paths], np.asarray(images), bit_depth)
     extra = list(rows[0].keys()) if rows else []
     with open(folder / "manifest.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
