@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # to print help); tests/test_cli.py checks this against the registry.
 PRESET_NAMES = "liver-lesion | brain-mri | retina | pggan-crop"
 
-console = Console(stderr=True)  # notices, progress and errors: keeps stdout clean for results
-out_console = Console()
+console = Console(stderr=True, soft_wrap=True)  # notices, progress and errors: keeps stdout clean for results
+# soft_wrap: a line is never broken at the terminal width, so a log file or grep gets it whole
+out_console = Console(soft_wrap=True)
 
 
 LOG_EVERY_SECONDS = 30.0
