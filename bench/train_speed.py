@@ -8,6 +8,12 @@ chosen width), so the ratio measures the training loop and data path, not a choi
 
     python bench/train_speed.py --model dcgan --size 64 --batch 64 --device cpu
 
+For WGAN-GP models (wgan-gp, pggan, gaunet objectives) the baseline is a plain fp32 eager WGAN-GP
+loop instead, with the penalty on every critic update; ``--set gp_every=4`` times medsyn's lazy
+penalty against it:
+
+    python bench/train_speed.py --model wgan-gp --size 64 --batch 64 --device cpu --set gp_every=4
+
 prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`, each loop with its model FLOPs
 utilisation: the FLOPs of one medsyn training step (counted, per image) times the rate, against a
 dense matmul peak measured in the same process (bf16 on CUDA, as the loop's autocast; fp32 on CPU).
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 import torch.nn.functional as F
 
 from medsyn.data.types import LabeledImages
@@ -56,17 +63,63 @@ def write_png_folder(images: np.ndarray, root: Path) -> Path:
     return root
 
 
-def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int, steps: int, warmup: int,
-                  device: torch.device) -> float:
-    """The DCGAN example's loop (its data path, BCE, .item() every step) on medsyn's networks."""
+def example_loader(folder: Path, size: int, batch: int):
+    """The DCGAN example's data path: PNG decoding in two DataLoader workers."""
     import torchvision.datasets as dset
     import torchvision.transforms as transforms
 
     dataset = dset.ImageFolder(root=str(folder), transform=transforms.Compose([
         transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
         transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
-                                         persistent_workers=True)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
+                                       persistent_workers=True)
+
+
+def endless(loader):
+    while True:
+        yield from loader
+
+
+def wgan_gp_baseline_loop(model: str, width: float, folder: Path, size: int, batch: int, steps: int, warmup: int,
+                          device: torch.device, critic_steps: int) -> float:
+    """A plain fp32 eager WGAN-GP loop (Gulrajani et al.'s recipe: penalty 10 on every critic update,
+    Adam 1e-4 with betas (0, 0.9), `.item()` every step) on medsyn's networks, with the example's data path."""
+    batches = endless(example_loader(folder, size, batch))
+    spec, options = ImageSpec(size, 3, 0), NetOptions(width=width)
+    netG, netD = create_generator(model, spec, options).to(device), create_discriminator(model, spec, options).to(device)
+    optD = torch.optim.Adam(netD.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    optG = torch.optim.Adam(netG.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    started = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        for _ in range(critic_steps):
+            real = next(batches)[0].to(device)
+            fake = netG(torch.randn(batch, 100, device=device), None).detach()
+            alpha = torch.rand(batch, 1, 1, 1, device=device)
+            mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(netD(mixed, None)[0].sum(), mixed, create_graph=True)
+            penalty = (grad.flatten(1).norm(2, dim=1) - 1).square().mean()
+            loss_d = netD(fake, None)[0].mean() - netD(real, None)[0].mean() + 10 * penalty
+            optD.zero_grad()
+            loss_d.backward()
+            optD.step()
+        loss_g = -netD(netG(torch.randn(batch, 100, device=device), None), None)[0].mean()
+        optG.zero_grad()
+        loss_g.backward()
+        optG.step()
+        _ = (loss_d.item(), loss_g.item())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - started)
+
+
+def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int, steps: int, warmup: int,
+                  device: torch.device) -> float:
+    """The DCGAN example's loop (its data path, BCE, .item() every step) on medsyn's networks."""
+    loader = example_loader(folder, size, batch)
     spec, options = ImageSpec(size, 3, 0), NetOptions(width=width)
     netG, netD = create_generator(model, spec, options).to(device), create_discriminator(model, spec, options).to(device)
     criterion = torch.nn.BCELoss()
@@ -108,10 +161,10 @@ def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int,
 
 
 def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps: int, warmup: int,
-                device: torch.device, run_dir: Path) -> tuple[float, float]:
+                device: torch.device, run_dir: Path, overrides: dict) -> tuple[float, float]:
     """(img/s, FLOPs per image of one training step)."""
     cfg, spec = resolve_config({"model": model, "width": width, "batch": batch, "device": str(device),
-                                "steps": warmup + steps, "per_class": False})
+                                "steps": warmup + steps, "per_class": False}, overrides)
     data = LabeledImages(images=images, labels=np.zeros(len(images), np.int64), class_names=["all"],
                          source="bench", format="bench")
     trainer = Trainer(cfg, spec, data, run_dir, {"class_names": ["all"]})
@@ -136,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier of both networks (1 = paper)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per loop")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="medsyn config override for its loop, e.g. gp_every=4 (repeatable)")
     args = parser.parse_args(argv)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    cfg, spec = resolve_config({"model": args.model}, overrides)
+    wgan_gp = spec.objective.startswith("wgan-gp")
     device = torch.device(args.device)
     torch.manual_seed(0)
     images = real_images(args.size, max(4 * args.batch, 512))
@@ -145,15 +203,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {args.model} width {args.width} at {args.size}x{args.size}x3, batch {args.batch}, "
               f"{args.steps} timed steps after {args.warmup} warm-up, device {device}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads", flush=True)
-        base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
+        if wgan_gp:
+            name = f"plain-wgan-gp-loop ({cfg.critic_steps} critic)"
+            base = wgan_gp_baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps,
+                                         args.warmup, device, cfg.critic_steps)
+        else:
+            name = "pytorch-dcgan-example-loop"
+            base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
         print(f"# baseline timed: {base:,.1f} img/s; timing medsyn", flush=True)
         ours, flops = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device,
-                                  Path(tmp) / "run")
+                                  Path(tmp) / "run", overrides)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         use = Utilisation(flops, matmul_peak(device, dtype))
-        print(use.header("one training step", dtype))
-        print(f"baseline  pytorch-dcgan-example-loop  {base:,.1f} img/s  {use.describe(base)}")
-        print(f"medsyn    {args.model:<28}  {ours:,.1f} img/s  {use.describe(ours)}")
+        print(use.header("one medsyn training step", dtype))
+        print(f"baseline  {name:<34}  {base:,.1f} img/s  {use.describe(base)}")
+        label = " ".join([args.model, *args.set])
+        print(f"medsyn    {label:<34}  {ours:,.1f} img/s  {use.describe(ours)}")
     print(f"ratio {ours / base:.2f}")
 
 

@@ -1,6 +1,6 @@
 """Model FLOPs utilisation for the benchmarks: FLOPs counted, peak measured, both in this process.
 
-FLOPs come from ``torch.utils.flop_counter`` (2 per multiply-add, forward and backward ops alike,
+FLOPs come from ``torch.utils.flop_counter``'s formulas (2 per multiply-add, forward and backward ops alike,
 so a training step counts what its backward really computes). The peak is not a datasheet figure
 but the rate of a large dense matmul on the same device, in the same dtype, timed here: it is what
 this machine's BLAS can do right now, so "utilisation" says how far a network is from the best
@@ -13,14 +13,35 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+
+class _FlopCount(TorchDispatchMode):
+    """Sums torch.utils.flop_counter's per-op formulas over every aten op that runs.
+
+    FlopCounterMode itself also tracks modules with hooks that autograd.grad(create_graph=True)
+    rejects (the WGAN-GP penalty's double backward), and a total needs no module breakdown.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
 
 
 def counted_flops(run: Callable[[], object]) -> int:
     """FLOPs of the matmuls and convolutions ``run()`` executes (forward and backward)."""
-    with FlopCounterMode(display=False) as counter:
+    with _FlopCount() as counter:
         run()
-    return int(counter.get_total_flops())
+    return int(counter.total)
 
 
 def _synchronize(device: torch.device) -> None:

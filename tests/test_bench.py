@@ -36,3 +36,14 @@ def test_matmul_peak_is_a_plausible_rate_and_utilisation_is_rate_times_flops_ove
 def test_matmul_peak_rejects_a_bad_timing_budget(bad):
     with pytest.raises(ValueError, match="seconds"):
         matmul_peak("cpu", side=64, seconds=bad)
+
+
+def test_counted_flops_follow_a_double_backward():
+    """The WGAN-GP penalty differentiates a gradient: its FLOPs are counted, not refused."""
+    layer, x = nn.Linear(10, 1), torch.randn(4, 10, requires_grad=True)
+
+    def penalty():
+        (grad,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+        grad.square().sum().backward()
+
+    assert counted_flops(penalty) >= 2 * 2 * 4 * 10  # at least the forward and the input-gradient matmul

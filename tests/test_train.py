@@ -55,7 +55,8 @@ def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels
 
 
 @pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("dcgan", {"per_class": True}), ("wgan-gp", {"critic_steps": 2}),
-                                            ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"})])
+                                            ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"}),
+                                            ("wgan-gp", {"critic_steps": 2, "gp_every": 3})])
 def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
     data = make_npz()
     straight, _ = _train(tmp_path / "straight", data, model=name, steps=4, **overrides)
@@ -156,3 +157,32 @@ def test_the_generator_step_leaves_the_critics_gradients_alone(tmp_path, make_np
         if n in used_by_d_step:
             assert torch.equal(p.grad, used_by_d_step[n]), n
     assert any(not torch.equal(before[n], p) for n, p in trainer.D.named_parameters())
+
+
+def test_lazy_gradient_penalty_runs_every_kth_critic_update_weighted_k_times():
+    from medsyn.train.losses import WassersteinGPLoss
+
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    D = lambda x, labels: (critic(x).squeeze(1), None)  # noqa: E731
+    real, fake = torch.randn(6, 3, 2, 2), torch.randn(6, 3, 2, 2)
+    every = WassersteinGPLoss(10.0)
+    lazy = WassersteinGPLoss(10.0, gp_every=4)
+    for update in range(8):
+        every.update = lazy.update = update
+        torch.manual_seed(update)  # the same interpolates for both
+        loss_every, stats_every = every.d_loss(D, real, fake, None)
+        torch.manual_seed(update)
+        loss_lazy, stats_lazy = lazy.d_loss(D, real, fake, None)
+        if update % 4 == 0:
+            assert torch.allclose(loss_lazy + stats_lazy["w_distance"], 4 * (loss_every + stats_every["w_distance"]))
+        else:
+            assert "gp" not in stats_lazy and torch.equal(loss_lazy, -stats_lazy["w_distance"])
+
+
+def test_lazy_penalty_config_is_checked():
+    from medsyn.config import build_config
+    from medsyn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gp_every must be at least 1"):
+        build_config({}, {"gp_every": 0})

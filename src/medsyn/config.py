@@ -35,6 +35,10 @@ class TrainConfig:
     lr_drop_factor: float = 0.5
     critic_steps: int = 1  # discriminator updates per generator update
     gp_weight: float = 10.0  # WGAN-GP penalty
+    # Lazy penalty (StyleGAN2's lazy regularisation): the gradient penalty on every gp_every-th critic
+    # update only, weighted gp_every times, so the average pull is unchanged and its double backward
+    # runs 1/gp_every as often. 1 = the papers' penalty on every update.
+    gp_every: int = 1
     clip: float = 0.01  # WGAN weight clipping
     z_dim: int = 100
     z_dist: str = "uniform"  # uniform in [-1, 1] | normal
@@ -68,7 +72,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give steps or epochs, not both")
-        for name in ("batch", "critic_steps", "ckpt_every", "log_every", "grid_every", "z_dim"):
+        for name in ("batch", "critic_steps", "gp_every", "ckpt_every", "log_every", "grid_every", "z_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "rmsprop", "sgd"):

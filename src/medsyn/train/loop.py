@@ -191,7 +191,8 @@ class Trainer:
         stats: dict[str, torch.Tensor] = {}
         for phase in range(cfg.critic_steps):
             last = phase == cfg.critic_steps - 1
-            real, labels, anchors = self._real_batch(self.step * cfg.critic_steps + phase)
+            self.loss.update = self.step * cfg.critic_steps + phase
+            real, labels, anchors = self._real_batch(self.loss.update)
             critic = self.D_step if anchors is None else paired_critic(self.D_step, anchors)
             z = self.ctx.shard(sample_latent(cfg.batch * self.blocks, cfg, self.device), self.blocks)
             with self.autocast():
