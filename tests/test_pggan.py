@@ -217,7 +217,9 @@ def test_drift_term_adds_a_thousandth_of_the_mean_squared_real_score():
         def forward(self, x, labels):
             return torch.where(x.flatten(1).mean(1) > 0, 2.0, -1.0) + 0 * x.sum((1, 2, 3)), None
 
-    cfg = type("Cfg", (), {"gp_weight": 10.0})()
+    from medsyn.config import TrainConfig
+
+    cfg = TrainConfig(gp_weight=10.0)
     real, fake = torch.ones(4, 1, 4, 4), -torch.ones(4, 1, 4, 4)
     loss, stats = build_loss("wgan-gp-drift", cfg).d_loss(Constant(), real, fake, None)
     plain, _ = build_loss("wgan-gp", cfg).d_loss(Constant(), real, fake, None)
