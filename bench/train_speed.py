@@ -8,7 +8,7 @@ chosen width), so the ratio measures the training loop and data path, not a choi
 
     python bench/train_speed.py --model dcgan --size 64 --batch 64 --device cpu
 
-For WGAN-GP models (wgan-gp, pggan, gaunet objectives) the baseline is a plain fp32 eager WGAN-GP
+For models with a WGAN-GP objective (wgan-gp, pggan) the baseline is a plain fp32 eager WGAN-GP
 loop instead, with the penalty on every critic update; ``--set gp_every=4`` times medsyn's lazy
 penalty against it:
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 import torch.nn.functional as F
 
+from medsyn.config import parse_overrides
 from medsyn.data.types import LabeledImages
 from medsyn.models import MODELS, create_discriminator, create_generator
 from medsyn.models.base import ImageSpec, NetOptions
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="medsyn config override for its loop, e.g. gp_every=4 (repeatable)")
     args = parser.parse_args(argv)
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = parse_overrides(args.set)  # as `medsyn train --set`: strings that the config types
     cfg, spec = resolve_config({"model": args.model}, overrides)
     wgan_gp = spec.objective.startswith("wgan-gp")
     device = torch.device(args.device)

@@ -110,7 +110,8 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and in_process_group()):
             return super().forward(x)
         shape = [1, -1] + [1] * (x.dim() - 2)
-        mean, var, count = global_moments(x.float())
+        values = x.float()  # statistics in float32 under bf16 autocast; one copy serves both uses
+        mean, var, count = global_moments(values)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -118,7 +119,7 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
                 unbiased = var * count / (count - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        out = (x.float() - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        out = (values - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(x.dtype)
