@@ -16,7 +16,8 @@ penalty against it:
 
 prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`, each loop with its model FLOPs
 utilisation: the FLOPs of one medsyn training step (counted, per image) times the rate, against a
-dense matmul peak measured in the same process (bf16 on CUDA, as the loop's autocast; fp32 on CPU).
+dense matmul peak measured in the same process, in the precision medsyn's loop runs in (bf16 where
+the device has native bf16 and `amp` is on, as its autocast; else fp32; `--set amp=false` for fp32).
 Both loops are charged medsyn's step FLOPs, so their utilisations compare as their rates do.
 """
 from __future__ import annotations
@@ -161,8 +162,8 @@ def baseline_loop(model: str, width: float, folder: Path, size: int, batch: int,
 
 
 def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps: int, warmup: int,
-                device: torch.device, run_dir: Path, overrides: dict) -> tuple[float, float]:
-    """(img/s, FLOPs per image of one training step)."""
+                device: torch.device, run_dir: Path, overrides: dict) -> tuple[float, float, str]:
+    """(img/s, FLOPs per image of one training step, the loop's precision)."""
     cfg, spec = resolve_config({"model": model, "width": width, "batch": batch, "device": str(device),
                                 "steps": warmup + steps, "per_class": False}, overrides)
     data = LabeledImages(images=images, labels=np.zeros(len(images), np.int64), class_names=["all"],
@@ -177,7 +178,7 @@ def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps:
         stats = trainer.train_step()
     float(stats["loss_g"])  # one sync at the end, as the loop syncs only at log steps
     rate = steps * batch / (time.perf_counter() - started)
-    return rate, counted_flops(trainer.train_step) / batch
+    return rate, counted_flops(trainer.train_step) / batch, trainer.precision
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,13 +212,13 @@ def main(argv: list[str] | None = None) -> None:
             name = "pytorch-dcgan-example-loop"
             base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
         print(f"# baseline timed: {base:,.1f} img/s; timing medsyn", flush=True)
-        ours, flops = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device,
-                                  Path(tmp) / "run", overrides)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        ours, flops, precision = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device,
+                                             Path(tmp) / "run", overrides)
+        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
         use = Utilisation(flops, matmul_peak(device, dtype))
         print(use.header("one medsyn training step", dtype))
         print(f"baseline  {name:<34}  {base:,.1f} img/s  {use.describe(base)}")
-        label = " ".join([args.model, *args.set])
+        label = " ".join([args.model, *args.set, f"({precision})"])
         print(f"medsyn    {label:<34}  {ours:,.1f} img/s  {use.describe(ours)}")
     print(f"ratio {ours / base:.2f}")
 

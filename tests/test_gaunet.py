@@ -166,7 +166,8 @@ def test_pair_critic_sees_same_class_pairs_in_a_training_step(tmp_path):
         i, j = index_of(anchor), index_of(source)
         assert i != j and labels[i] == labels[j] == label  # another image of the same class
     fake = fake_call[0][:, 1:]
-    assert all(torch.equal(call[0][:, :1], anchors) for call in (fake_call, penalty_call, g_call))  # {x_i, x_g}
+    # {x_i, x_g}; under bf16 autocast the anchor is cast to the fake's dtype (bf16) before the pair is joined
+    assert all(torch.equal(call[0][:, :1], anchors.to(call[0].dtype)) for call in (fake_call, penalty_call, g_call))
     assert torch.equal(g_call[0][:, 1:], fake) and not torch.equal(fake, sources)
     # penalty interpolates between the pairs: x_g + alpha (x_j - x_g), one alpha per sample
     mixed, direction = (penalty_call[0][:, 1:] - fake).flatten(1), (sources - fake).flatten(1)

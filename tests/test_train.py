@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from medsyn.data.types import LabeledImages
 from medsyn.errors import DivergenceError, RunError
 from medsyn.models import MODELS
 from medsyn.sample import load_generator, synthesize, write_samples
@@ -186,3 +185,42 @@ def test_lazy_penalty_config_is_checked():
 
     with pytest.raises(ConfigError, match="gp_every must be at least 1"):
         build_config({}, {"gp_every": 0})
+
+
+def _bf16_cpu(monkeypatch, native: bool) -> None:
+    """Make the CPU probes report (or deny) native bf16, whatever this machine has."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+
+
+@pytest.mark.parametrize("native,amp,expected", [(True, True, "bf16 autocast"), (True, False, "float32"),
+                                                 (False, True, "float32")])
+def test_mixed_precision_only_where_bf16_is_native_and_asked_for(monkeypatch, native, amp, expected):
+    from medsyn.train.setup import mixed_precision
+
+    _bf16_cpu(monkeypatch, native)
+    name, autocast = mixed_precision(torch.device("cpu"), amp)
+    layer = torch.nn.Linear(4, 2)
+    with autocast():
+        out = layer(torch.randn(3, 4))
+    assert name == expected
+    assert out.dtype == (torch.bfloat16 if expected == "bf16 autocast" else torch.float32)
+
+
+@pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("wgan-gp", {"critic_steps": 2})])
+def test_bf16_training_keeps_float32_state_and_resumes_exactly(tmp_path, make_npz, monkeypatch, name, overrides):
+    _bf16_cpu(monkeypatch, True)
+    data = make_npz()
+    straight, result = _train(tmp_path / "straight", data, model=name, steps=4, **overrides)
+    assert straight.trainer.precision == "bf16 autocast" and np.isfinite(list(result.last_stats.values())).all()
+    _train(tmp_path / "split", data, model=name, steps=2, **overrides)
+    resumed, _ = _train(tmp_path / "split", None, steps=4)
+    a, b = straight.trainer.state_dict(), resumed.trainer.state_dict()
+    assert a["precision"] == b["precision"] == "bf16 autocast"  # recorded in the checkpoint
+    for key in ("generator", "discriminator", "generator_ema"):
+        assert all(t.dtype in (torch.float32, torch.int64) for t in a[key].values()), key
+        assert _states_equal(a[key], b[key]), key
+    _bf16_cpu(monkeypatch, False)
+    fp32, _ = _train(tmp_path / "fp32", data, model=name, steps=4, **overrides)
+    assert fp32.trainer.precision == "float32"
+    assert not _states_equal(a["generator"], fp32.trainer.state_dict()["generator"])  # bf16 really ran

@@ -151,7 +151,7 @@ def train(
     ranks = f" x {trainer.ctx.world_size} processes" if trainer.ctx.enabled else ""
     console.print(f"training {prepared.spec.name} on {len(prepared.data)} images "
                   f"({prepared.data.size}x{prepared.data.size}x{prepared.data.channels}, {prepared.data.num_classes} classes) "
-                  f"on {trainer.device}{ranks}, steps {trainer.step}->{trainer.total_steps}")
+                  f"on {trainer.device}{ranks} in {trainer.precision}, steps {trainer.step}->{trainer.total_steps}")
     with _progress() as progress:
         task = progress.add_task("train", total=trainer.total_steps, completed=trainer.step, info="")
 

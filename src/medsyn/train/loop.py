@@ -28,7 +28,8 @@ from medsyn.train.distributed import Distributed, data_parallel, from_environmen
 from medsyn.train.ema import ModelEma
 from medsyn.train.losses import build_loss
 from medsyn.train.logging import RunLogger
-from medsyn.train.setup import build_networks, build_optimizer, learning_rate_scale, resolve_device, sample_latent
+from medsyn.train.setup import (build_networks, build_optimizer, learning_rate_scale, mixed_precision, resolve_device,
+                                sample_latent)
 
 
 @dataclass
@@ -124,10 +125,7 @@ class Trainer:
         self.augment = build_preset(cfg.augment, data.size) if cfg.augment else None
         self.total_steps = total_steps_for(cfg, self.batches.images_per_epoch)
         self.step = 0
-        self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" and cfg.amp
-            else contextlib.nullcontext
-        )
+        self.precision, self.autocast = mixed_precision(self.device, cfg.amp)
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -142,6 +140,7 @@ class Trainer:
             "scaler": {},  # bf16 autocast needs no loss scaler; kept so fp16 can be added without a format change
             "rng": rng_state(),
             "config": to_dict(self.cfg),
+            "precision": self.precision,  # what `amp` came to on this device (config.yaml says only what was asked)
             "model": {"name": self.spec.name, "paper": self.spec.paper, "objective": self.spec.objective,
                       "size": self.image_spec.size, "channels": self.image_spec.channels,
                       "num_classes": self.image_spec.num_classes},

@@ -1,8 +1,9 @@
 """Everything a run needs before its first step: device, config resolution, networks, optimisers."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
@@ -24,6 +25,23 @@ def resolve_device(name: str) -> torch.device:
     if not (name == "cpu" or name.startswith("cuda")):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device has bf16 arithmetic units: CUDA GPUs from Ampere on, x86 CPUs with AVX512-BF16
+    or AMX. Elsewhere bf16 is emulated by conversions and runs slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID probes
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def mixed_precision(device: torch.device, amp: bool) -> tuple[str, Callable[[], ContextManager]]:
+    """(name, factory of the autocast context) for a run's training steps: bf16 autocast when asked
+    for and native on the device, else float32. Parameters, optimiser state and losses stay float32."""
+    if amp and native_bf16(device):
+        return "bf16 autocast", lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return "float32", contextlib.nullcontext
 
 
 def resolve_config(*layers: dict[str, Any]) -> tuple[TrainConfig, ModelSpec]:
