@@ -349,6 +349,26 @@ def test_fid_command_prints_fid_kid_and_the_real_floor(tmp_path, medmnist_dir):
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
 
 
+def test_a_run_against_its_own_dataset_gets_the_floor_from_its_training_images(tmp_path, medmnist_dir):
+    from medsyn.train.run import DataOptions, execute_run, prepare_run
+
+    with np.load(medmnist_dir / "breastmnist.npz") as arrays:
+        keep = {"train": np.r_[0:3, 10:13], "test": np.r_[0:2, 20:22]}  # both classes in each split
+        parts = {f"{s}_{k}": arrays[f"{s}_{k}"][rows] for s, rows in keep.items() for k in ("images", "labels")}
+    np.savez(tmp_path / "tiny.npz", **parts)
+    layers = [{"steps": 1, "width": 0.0625, "batch": 2, "device": "cpu"}]
+    execute_run(prepare_run(tmp_path / "run", layers, DataOptions(str(tmp_path / "tiny.npz")), resume=False))
+    common = ["--device", "cpu", "--cache", tmp_path / "cache"]
+    against_test = medsyn("fid", tmp_path / "run", f"{tmp_path / 'tiny.npz'}:test", *common)
+    assert against_test.returncode == 0, against_test.stderr
+    lines = against_test.stdout.strip().splitlines()
+    assert lines[2].startswith("FID floor (real vs real) ") and float(lines[2].split()[-1]) > 0
+    assert "features floor" in against_test.stderr  # the run's 6 training images, pooled with the 4 test ones
+    np.savez(tmp_path / "other.npz", **parts)  # the same pixels under another name: not the run's dataset
+    elsewhere = medsyn("fid", tmp_path / "run", f"{tmp_path / 'other.npz'}:test", *common)
+    assert elsewhere.returncode == 0 and len(elsewhere.stdout.strip().splitlines()) == 2, elsewhere.stderr
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["missing.npz", "{tiny}"], "missing.npz: no such file"),
     (["{tiny}", "{tiny}", "--weights", "{bad}"], "cannot be loaded as TorchScript"),

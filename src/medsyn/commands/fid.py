@@ -30,6 +30,13 @@ class Side:
     images: LabeledImages
     origin: str | None
     split: str | None
+    trained_on: tuple[dict, object] | None = None  # a run side: its data.json "load" options and config
+
+
+def source_origin(base: str) -> str:
+    """Identity of a real source: its resolved path, or the name itself (a MedMNIST name)."""
+    path = Path(base).expanduser()
+    return str(path.resolve()) if path.exists() else base
 
 
 def is_run_folder(spec: str) -> bool:
@@ -57,7 +64,7 @@ def load_data_side(spec: str) -> Side:
     path = Path(base).expanduser()
     if path.is_dir() and is_sample_folder(path):
         return Side(images, None, split)
-    return Side(images, str(path.resolve()) if path.exists() else base, split)
+    return Side(images, source_origin(base), split)
 
 
 def per_class_counts(run_classes: list[str], other: LabeledImages | None, n_per_class: int | None) -> list[int]:
@@ -87,7 +94,22 @@ def sample_run_side(spec: str, other: LabeledImages | None, n_per_class: int | N
     keep = np.concatenate([np.flatnonzero(labels == k)[:c] for k, c in enumerate(counts)])
     synthetic = LabeledImages(images=images[keep], labels=labels[keep], class_names=names, source=str(spec),
                               format="medsyn-run")
-    return Side(synthetic, None, None)
+    return Side(synthetic, None, None, (loaded.data["load"], loaded.cfg))
+
+
+def training_side(run: Side, other: Side) -> Side | None:
+    """The real images a run was trained on, when they come from the other side's dataset (so a
+    run compared with its own data gets a real-vs-real floor); None otherwise."""
+    from medsyn.train.run import DataOptions, load_training_data
+
+    if run.trained_on is None or other.origin is None:
+        return None
+    load, cfg = run.trained_on
+    options = DataOptions.from_stored(load)
+    if options.manifest is not None or source_origin(options.source) != other.origin:
+        return None  # a manifest picks its own images: not comparable by path alone
+    data = load_training_data(options, cfg)
+    return Side(data, other.origin, cfg.split if data.splits is not None else None)
 
 
 def floor_pool(a: Side, b: Side, feats_a: np.ndarray, feats_b: np.ndarray) -> np.ndarray | None:
@@ -150,6 +172,12 @@ def fid_command(
         warnings.simplefilter("ignore", SmallSampleWarning)  # printed below as notices instead
         result = fid_from_features(feats[0], feats[1], seed=seed)
         pool = floor_pool(sides[0], sides[1], feats[0], feats[1])
+        if pool is None and len(runs) == 1:  # a run against its own dataset: the floor from its training images
+            run_index = 0 if sides[0].trained_on is not None else 1
+            real = training_side(sides[run_index], sides[1 - run_index])
+            if real is not None:
+                real_feats = features_with_progress("floor", real.images, net, store, batch, torch_device)
+                pool = floor_pool(real, sides[1 - run_index], real_feats, feats[1 - run_index])
         sizes = floor_sizes(result.n_a, result.n_b, len(pool)) if pool is not None else None
         floor = floor_from_features(pool, sizes, seed=seed) if sizes and min(sizes) >= 2 else None
     for notice in result.notices:
