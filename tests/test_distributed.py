@@ -61,6 +61,7 @@ def largest_difference(run_a: Path, run_b: Path) -> float:
 def test_two_processes_match_one(tmp_path, phantoms, model):
     args = ["--data", str(phantoms), *model, "--steps", "3", *TINY]
     one = medsyn_train([*args, "--out", "one"], 1, tmp_path)
+    assert "in float32" in one.stderr + one.stdout  # amp=false: float32 on every CPU
     two = medsyn_train([*args, "--out", "two"], 2, tmp_path)
     assert largest_difference(tmp_path / "one", tmp_path / "two") < 1e-5
     assert "x 2 processes" in two.stderr + two.stdout  # rank 0 reports the world size
