@@ -23,7 +23,7 @@ from medsyn.metrics.features import (WEIGHTS_ENV, InceptionExtractor, ModuleFeat
                                      load_torchscript, packaged_weights, resize, resolve_weights)
 from medsyn.metrics.inception_eager import FoldedInception
 from medsyn.metrics.fid import (SmallSampleWarning, feature_statistics, fid_between, fid_floor, fid_from_features,
-                                floor_from_features, frechet_distance, kid)
+                                floor_from_features, frechet_distance, kid, kid_subsets_differ)
 
 
 class TinyNet(torch.nn.Module):
@@ -116,6 +116,8 @@ def test_kid_equals_the_naive_unbiased_estimator_and_adapts_to_small_sets():
     assert abs(same[0]) < 0.1 * shifted[0] and shifted[0] > 0.1
     with pytest.raises(ConfigError, match="at least 2"):
         kid(a[:1], b)
+    assert not kid_subsets_differ(20, 20) and kid_subsets_differ(20, 30) and kid_subsets_differ(1500, 1500)
+    assert same[1] > 0  # 20 of 30 drawn afresh per subset: the spread kid_subsets_differ promises
 
 
 # ---- invariances (tiny extractor, real images) -------------------------------------------------
@@ -343,7 +345,7 @@ def test_fid_command_prints_fid_kid_and_the_real_floor(tmp_path, medmnist_dir):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("FID ") and float(lines[0].split()[1]) > 0
-    assert lines[1].startswith("KID ") and "±" in lines[1]
+    assert lines[1].startswith("KID ") and lines[1].endswith("(every subset is the whole sets: no spread)")
     assert lines[2].startswith("FID floor (real vs real) ")
     assert "not more than the 2048 feature dimensions" in result.stderr and "img/s" in result.stderr
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
@@ -364,6 +366,8 @@ def test_a_run_against_its_own_dataset_gets_the_floor_from_its_training_images(t
     lines = against_test.stdout.strip().splitlines()
     assert lines[2].startswith("FID floor (real vs real) ") and float(lines[2].split()[-1]) > 0
     assert "features floor" in against_test.stderr  # the run's 6 training images, pooled with the 4 test ones
+    unequal = medsyn("fid", f"{tmp_path / 'tiny.npz'}:train", f"{tmp_path / 'tiny.npz'}:test", *common)
+    assert " ± " in unequal.stdout.splitlines()[1]  # 6 vs 4: KID subsets of 4 differ, so they have a spread
     np.savez(tmp_path / "other.npz", **parts)  # the same pixels under another name: not the run's dataset
     elsewhere = medsyn("fid", tmp_path / "run", f"{tmp_path / 'other.npz'}:test", *common)
     assert elsewhere.returncode == 0 and len(elsewhere.stdout.strip().splitlines()) == 2, elsewhere.stderr

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from medsyn.metrics.fid import kid_subsets_differ
+
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -96,7 +98,9 @@ def _mcnemar_section(results: dict) -> str:
 def _fid_section(results: dict, out: Path) -> str:
     if not results["fid"]:
         return ""
-    rows = [[_esc(f["generator"]), _num(f["fid"], 2), f"{f['kid_mean']:.4f} ± {f['kid_std']:.4f}",
+    kid_text = lambda f: (f"{f['kid_mean']:.4f} ± {f['kid_std']:.4f}"  # noqa: E731
+                          if kid_subsets_differ(f["n_real"], f["n_synthetic"]) else f"{f['kid_mean']:.4f} (whole sets)")
+    rows = [[_esc(f["generator"]), _num(f["fid"], 2), kid_text(f),
              _num(f["floor_fid"], 2), str(f["n_real"]), str(f["n_synthetic"])] for f in results["fid"]]
     notes = sorted({n for f in results["fid"] for n in f["notices"]})
     html_notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)

@@ -144,7 +144,7 @@ def fid_command(
     """Print FID and KID between A and B, and the real-vs-real FID floor when both come from one dataset."""
     from medsyn.metrics.cache import FeatureCache
     from medsyn.metrics.features import EXTRACTORS, parse_resize
-    from medsyn.metrics.fid import SmallSampleWarning, fid_from_features, floor_from_features
+    from medsyn.metrics.fid import SmallSampleWarning, fid_from_features, floor_from_features, kid_subsets_differ
     from medsyn.train.setup import resolve_device
 
     torch_device = resolve_device(device)
@@ -186,7 +186,9 @@ def fid_command(
         console.print(f"[yellow]notice:[/] the real-vs-real floor compares {sizes[0]} with {sizes[1]} images "
                       f"(the dataset has too few for {result.n_a} + {result.n_b})", highlight=False, soft_wrap=True)
     out_console.print(f"FID {result.fid:.4f}", highlight=False)
-    out_console.print(f"KID {result.kid_mean:.6f} ± {result.kid_std:.6f}", highlight=False)
+    spread = (f" ± {result.kid_std:.6f}" if kid_subsets_differ(result.n_a, result.n_b)
+              else " (every subset is the whole sets: no spread)")
+    out_console.print(f"KID {result.kid_mean:.6f}{spread}", highlight=False)
     if floor is not None:
         out_console.print(f"FID floor (real vs real) {floor.fid:.4f}", highlight=False)
 

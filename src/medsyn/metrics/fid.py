@@ -162,6 +162,12 @@ def small_set_notices(n_a: int, n_b: int, dim: int) -> list[str]:
     return notices
 
 
+def kid_subsets_differ(n_a: int, n_b: int) -> bool:
+    """Whether KID's random subsets differ from one another: equal sets no larger than the subset size
+    are used whole by every subset, so the estimate has no subset spread to report."""
+    return not n_a == n_b <= KID_SUBSET_SIZE
+
+
 def fid_from_features(feats_a: np.ndarray, feats_b: np.ndarray, *, kid_subsets: int = KID_SUBSETS,
                       kid_subset_size: int | None = None, seed: int = 0) -> FidResult:
     """Two feature sets -> FidResult (FID, KID, sizes, notices). Small-set notices are also warned.
