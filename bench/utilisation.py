@@ -30,8 +30,15 @@ class _FlopCount(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         count = flop_registry.get(func._overloadpacket)
+        if count is None and func is not torch.ops.prim.device.default:
+            # Composite ops reach this mode whole under inference_mode (aten.conv2d, not aten.convolution):
+            # run their decomposition with the mode on, so that its parts are counted.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
         if count is not None:
             self.total += count(*args, **kwargs, out_val=out)
         return out

@@ -21,6 +21,10 @@ def test_counted_flops_of_a_convolution():
     conv = nn.Conv2d(3, 16, 5, stride=2, padding=2)
     flops = counted_flops(lambda: conv(torch.randn(4, 3, 32, 32)))
     assert flops == 2 * 4 * 16 * 16 * 16 * 3 * 5 * 5  # N x out-pixels x C_out x (C_in x k x k) multiply-adds
+    with torch.inference_mode():  # composite aten.conv2d reaches the counter whole here: it must decompose it
+        assert counted_flops(lambda: conv(torch.randn(4, 3, 32, 32))) == flops
+    with torch.inference_mode():
+        assert counted_flops(lambda: nn.Linear(100, 10)(torch.randn(8, 100))) == 2 * 8 * 100 * 10
 
 
 def test_matmul_peak_is_a_plausible_rate_and_utilisation_is_rate_times_flops_over_peak():
