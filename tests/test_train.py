@@ -224,3 +224,15 @@ def test_bf16_training_keeps_float32_state_and_resumes_exactly(tmp_path, make_np
     fp32, _ = _train(tmp_path / "fp32", data, model=name, steps=4, **overrides)
     assert fp32.trainer.precision == "float32"
     assert not _states_equal(a["generator"], fp32.trainer.state_dict()["generator"])  # bf16 really ran
+
+
+@pytest.mark.parametrize("major,native", [(7, False), (8, True), (9, True)])
+def test_cuda_bf16_is_native_from_compute_capability_8(monkeypatch, major, native):
+    """V100/T4 (7.x) emulate bf16 slower than float32: they train in float32; A100/H100 in bf16."""
+    from types import SimpleNamespace
+
+    from medsyn.train.setup import native_bf16
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    assert native_bf16(torch.device("cuda:1")) is native

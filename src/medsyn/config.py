@@ -67,7 +67,7 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 25
     grid_every: int = 250
-    amp: bool = True  # bf16 autocast where bf16 is native (CUDA; CPUs with AVX512-BF16 or AMX), else float32
+    amp: bool = True  # bf16 autocast where bf16 is native (CUDA 8.0+ GPUs; CPUs with AVX512-BF16 or AMX), else float32
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:

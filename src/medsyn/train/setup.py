@@ -30,8 +30,8 @@ def resolve_device(name: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether the device has bf16 arithmetic units: CUDA GPUs from Ampere on, x86 CPUs with AVX512-BF16
     or AMX. Elsewhere bf16 is emulated by conversions and runs slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # compute capability 8 (Ampere) on; is_bf16_supported() also counts emulation
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID probes
     return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
