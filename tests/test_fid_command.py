@@ -41,6 +41,21 @@ def test_per_class_counts_for_a_run_side(breast_train):
         per_class_counts(train.class_names, None, None)
 
 
+def test_a_runs_training_side_keeps_the_split_it_was_trained_on(medmnist_dir):
+    from medsyn.commands.fid import Side, training_side
+    from medsyn.config import build_config
+
+    path = medmnist_dir / "breastmnist.npz"
+    load = lambda source: {"source": source, "manifest": None, "axis": 2, "slices": None, "window": None}  # noqa: E731
+    run = lambda source: Side(None, None, None, (load(source), build_config({}, {"device": "cpu"})))  # noqa: E731
+    other = Side(None, str(path.resolve()), "test")
+    whole = training_side(run(str(path)), other)  # trained on the file: its train split (the config's)
+    assert whole.split == "train" and len(whole.images) == 546 and whole.origin == other.origin
+    test = training_side(run(f"{path}:test"), other)  # trained on `x.npz:test`: that split, not the config's
+    assert test.split == "test" and len(test.images) == 156
+    assert training_side(run(str(medmnist_dir / "retinamnist.npz")), other) is None
+
+
 def test_floor_pools_disjoint_splits_of_one_dataset():
     from medsyn.commands.fid import Side, floor_pool, floor_sizes
 

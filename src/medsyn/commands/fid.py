@@ -100,16 +100,18 @@ def sample_run_side(spec: str, other: LabeledImages | None, n_per_class: int | N
 def training_side(run: Side, other: Side) -> Side | None:
     """The real images a run was trained on, when they come from the other side's dataset (so a
     run compared with its own data gets a real-vs-real floor); None otherwise."""
+    from medsyn.data.loader import parse_spec
     from medsyn.train.run import DataOptions, load_training_data
 
     if run.trained_on is None or other.origin is None:
         return None
     load, cfg = run.trained_on
     options = DataOptions.from_stored(load)
-    if options.manifest is not None or source_origin(options.source) != other.origin:
+    base, split = parse_spec(options.source)  # a run trained on `x.npz:test` has x.npz's test split
+    if options.manifest is not None or source_origin(base) != other.origin:
         return None  # a manifest picks its own images: not comparable by path alone
     data = load_training_data(options, cfg)
-    return Side(data, other.origin, cfg.split if data.splits is not None else None)
+    return Side(data, other.origin, split or (cfg.split if data.splits is not None else None))
 
 
 def floor_pool(a: Side, b: Side, feats_a: np.ndarray, feats_b: np.ndarray) -> np.ndarray | None:
