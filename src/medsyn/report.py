@@ -95,12 +95,17 @@ def _mcnemar_section(results: dict) -> str:
             + _table(["classifier", "seed", "arm A", "arm B", "b", "c", "statistic", "p", "p (Holm)"], rows, left=4))
 
 
+def _kid_text(row: dict) -> str:
+    """KID with its spread over subsets, or without one when every subset was the whole sets."""
+    if kid_subsets_differ(row["n_real"], row["n_synthetic"]):
+        return f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}"
+    return f"{row['kid_mean']:.4f} (whole sets)"
+
+
 def _fid_section(results: dict, out: Path) -> str:
     if not results["fid"]:
         return ""
-    kid_text = lambda f: (f"{f['kid_mean']:.4f} ± {f['kid_std']:.4f}"  # noqa: E731
-                          if kid_subsets_differ(f["n_real"], f["n_synthetic"]) else f"{f['kid_mean']:.4f} (whole sets)")
-    rows = [[_esc(f["generator"]), _num(f["fid"], 2), kid_text(f),
+    rows = [[_esc(f["generator"]), _num(f["fid"], 2), _kid_text(f),
              _num(f["floor_fid"], 2), str(f["n_real"]), str(f["n_synthetic"])] for f in results["fid"]]
     notes = sorted({n for f in results["fid"] for n in f["notices"]})
     html_notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)

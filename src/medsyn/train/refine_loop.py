@@ -64,7 +64,7 @@ class RefinerTrainer:
         self.cfg, self.spec, self.run_dir, self.data_info = cfg, spec, Path(run_dir), data_info
         self.ctx = SINGLE
         self.device = resolve_device(cfg.device)
-        self.precision = "float32"  # refiners train in float32 everywhere (batch 1 in the papers: nothing to gain)
+        self.precision = "float32"  # the refiner loop has no autocast path: float32 on every device
         self.image_spec = ImageSpec(real.size, real.channels, real.num_classes)
         self.groups = real.num_classes if cfg.per_class else 1
         torch.manual_seed(cfg.seed)  # network initialisation

@@ -29,7 +29,7 @@ def resolve_device(name: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether the device has bf16 arithmetic units: CUDA GPUs from Ampere on, x86 CPUs with AVX512-BF16
-    or AMX. Elsewhere bf16 is emulated by conversions and runs slower than float32."""
+    or AMX. Elsewhere bf16 is emulated by conversions, with no speed-up to expect."""
     if device.type == "cuda":  # compute capability 8 (Ampere) on; is_bf16_supported() also counts emulation
         return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID probes
