@@ -39,3 +39,16 @@ def test_a_failed_write_raises_instead_of_leaving_a_silent_gap(tmp_path):
         write_pngs(paths, images, workers=2)
     with pytest.raises(ValueError, match="199 paths for 200 images"):
         write_pngs(paths[:199], images)
+
+
+def test_samples_npz_is_converted_in_blocks_without_changing_a_pixel(tmp_path, monkeypatch):
+    import medsyn.sample as sample
+
+    monkeypatch.setattr(sample, "NPZ_BLOCK", 3)  # 7 images: blocks of 3, 3 and 1
+    images = np.random.default_rng(0).random((7, 1, 5, 5), dtype=np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    sample._write_npz(tmp_path, images, labels, ["a", "b"], 16, [{"seed": i} for i in range(7)])
+    with np.load(tmp_path / "samples.npz") as arrays:
+        assert arrays["train_images"].dtype == np.uint16
+        np.testing.assert_array_equal(arrays["train_images"], np.stack([to_uint(img, 16) for img in images]))
+        assert arrays["train_labels"].ravel().tolist() == labels.tolist()
