@@ -142,23 +142,35 @@ def test_folder_of_another_study_is_refused(tmp_path):
 
 
 def test_two_step_generator_trains_a_refiner_on_its_samples_and_resumes(tmp_path):
-    """PGGAN samples -> a refiner trained on the fold's real images -> the refined set is the arm's synthetic set."""
+    """PGGAN samples -> a refiner trained on the fold's real images -> the refined set is the arm's synthetic set.
+    The refiner entry shares the plain entry's PGGAN (same settings): trained once, refined as sampled."""
+    from medsyn.study.results import _grids
+
+    pggan = {"model": "pggan", "per_class": True, "steps": 2, "set": {"width": 0.05, "batch": 4}}
     raw = {**TINY, "arms": ["real", "synthetic"], "volumes": [1], "tsne": False,
            "data": {"source": "phantoms", "size": 28, "per_class": 12, "seed": 0},
-           "generators": [{"name": "two", "model": "pggan", "per_class": True, "steps": 2, "set": {"width": 0.05, "batch": 4},
-                           "refiner": "simgan", "refiner_steps": 2, "refiner_set": {"width": 0.05, "batch": 4}}]}
+           "generators": [{"name": "pg", **pggan},
+                          {"name": "two", **pggan, "refiner": "simgan", "refiner_steps": 2,
+                           "refiner_set": {"width": 0.05, "batch": 4}}]}
     raw["split"] = {"kind": "patient", "seed": 0}
     cfg = study_from_dict(raw, tmp_path)
     units = []
-    results = StudyRunner(cfg, tmp_path / "out", on_unit=units.append).run()
-    fold = tmp_path / "out" / "generators" / "two" / "fold0"
+    runner = StudyRunner(cfg, tmp_path / "out", on_unit=units.append)
+    results = runner.run()
+    shared, fold = tmp_path / "out" / "generators" / "pg" / "fold0", tmp_path / "out" / "generators" / "two" / "fold0"
+    assert [u for u in units if u.startswith("train")] == ["train pg fold 0 (2 steps)",
+                                                           "train two refiner simgan fold 0 (2 steps)"]
+    assert not (fold / "run").exists() and not (fold / "samples").exists()
     refiner = torch.load(fold / "refiner" / "checkpoint.pt", weights_only=False)
     assert refiner["model"]["name"] == "simgan" and refiner["step"] == 2
-    assert refiner["data"]["load"]["refine_source"].endswith("samples/samples.npz")
+    assert refiner["data"]["load"]["refine_source"] == str(shared / "samples" / "samples.npz")
     manifest = (fold / "refined" / "manifest.csv").read_text().splitlines()
-    assert "refiner" in manifest[0] and len(manifest) - 1 == len(np.load(fold / "samples" / "samples.npz")["train_labels"])
+    assert "refiner" in manifest[0] and len(manifest) - 1 == len(np.load(shared / "samples" / "samples.npz")["train_labels"])
     assert any(u.startswith("refine two") for u in units)
-    assert {a["label"] for a in results["arms"]} == {"real", "synthetic[two]x1"}
+    assert {a["label"] for a in results["arms"]} == {"real", "synthetic[pg]x1", "synthetic[two]x1"}
+    grids = _grids(runner)  # the report shows each arm's own images: the refined ones for the refiner entry
+    assert grids["pg"] and all(g.startswith("generators/pg/fold0/samples/") for g in grids["pg"])
+    assert grids["two"] and all(g.startswith("generators/two/fold0/refined/") for g in grids["two"])
     again = []
     StudyRunner(cfg, tmp_path / "out", on_unit=again.append).run()
     assert not any(u.startswith(("train", "refine")) for u in again), "finished refiner units were redone"

@@ -159,12 +159,17 @@ class StudyRunner:
         base = self.out / "generators" / gen_name / f"fold{fold.index}"
         return base / "run", base / "samples"
 
+    def trained_by(self, gen) -> str:
+        """The first entry that trains the same generator as ``gen``: a refiner entry such as
+        pggan+unit refines the samples of the pggan entry beside it instead of training a copy."""
+        return next(g.name for g in self.cfg.generators if same_generator(g, gen))
+
     def _synthetic_set(self, gen, fold: Fold) -> LabeledImages:
         """Train (or resume) the fold's generator, then sample enough images for the largest volume."""
         from medsyn.evaluate.arms import check_compatible
         from medsyn.sample import write_samples
 
-        run_dir, samples_dir = self._generator_paths(gen.name, fold)
+        run_dir, samples_dir = self._generator_paths(self.trained_by(gen), fold)
         self._tick(), self._tick()  # training and sampling
         if gen.run:
             run_dir = Path(self._resolve(gen.run))
@@ -333,6 +338,12 @@ class StudyRunner:
         path = self.out / "figures" / "tsne.png"
         plot_tsne(trained, sets, path, seed=seed)
         return str(path.relative_to(self.out))
+
+
+def same_generator(a, b) -> bool:
+    """Whether two generator entries train (or load) the same generator on each fold; their refiners may differ."""
+    fields = ("model", "run", "per_class", "steps", "set")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _mark_finished(run_dir: Path, step: int) -> None:
