@@ -121,6 +121,20 @@ def test_report_has_every_section(tmp_path):
     assert (tmp_path / "s" / "table_arms.csv").read_text().count("\n") == len(results["arms"]) + 1
 
 
+def test_study_progress_counts_finished_units(tmp_path):
+    """The bar reads N/N only when the last unit has ended, never while one still runs."""
+    cfg = study_from_dict({**TINY, "arms": ["real", "synthetic"], "volumes": [1], "tsne": False}, tmp_path)
+    events = []
+    runner = StudyRunner(cfg, tmp_path / "s", on_unit=lambda text: events.append(("start", text)),
+                         on_progress=lambda kind, done, total, info: kind == "study" and events.append((done, total)))
+    runner.run()
+    counts = [e for e in events if e[0] != "start"]
+    assert counts[-1] == (runner.units_total(), runner.units_total())
+    assert [done for done, _ in counts] == list(range(1, runner.units_total() + 1))
+    last_start = max(i for i, e in enumerate(events) if e[0] == "start")
+    assert events[last_start + 1:] == [counts[-1]], "the last unit is counted when it ends"
+
+
 def test_study_cli_bad_config_one_line(tmp_path):
     path = _write(tmp_path, {**TINY, "seedz": [0]})
     proc = subprocess.run([sys.executable, "-m", "medsyn", "study", str(path), "--out", str(tmp_path / "o")],

@@ -71,7 +71,7 @@ class StudyRunner:
         self.units_seen = 0
 
     def _tick(self) -> None:
-        """One more unit reached (done now or found on disk): moves the study's own progress bar."""
+        """One more unit finished (now, or found on disk): moves the study's own progress bar."""
         self.units_seen += 1
         if self.on_progress:
             self.on_progress("study", self.units_seen, self.units_total(), "")
@@ -170,7 +170,6 @@ class StudyRunner:
         from medsyn.sample import write_samples
 
         run_dir, samples_dir = self._generator_paths(self.trained_by(gen), fold)
-        self._tick(), self._tick()  # training and sampling
         if gen.run:
             run_dir = Path(self._resolve(gen.run))
         elif not self._generator_finished(run_dir, gen.steps):
@@ -179,6 +178,7 @@ class StudyRunner:
             self.on_unit(f"sample {gen.name} fold {fold.index}")
             write_samples(run_dir, samples_dir, self._synthetic_per_class(fold), fmt="npz", seed=fold.index,
                           device=self.cfg.device)
+        self._tick(), self._tick()  # training and sampling
         synthetic_source = str(samples_dir / "samples.npz")
         if gen.refiner:
             synthetic_source = self._refined_samples(gen, fold, synthetic_source)
@@ -192,13 +192,13 @@ class StudyRunner:
 
         base = self.out / "generators" / gen.name / f"fold{fold.index}"
         refiner_dir, refined_dir = base / "refiner", base / "refined"
-        self._tick(), self._tick()  # refiner training and refining
         if not self._generator_finished(refiner_dir, gen.refiner_steps):
             self._train_run(f"{gen.name} refiner {gen.refiner}", {"model": gen.refiner, **gen.refiner_set},
                             gen.refiner_steps, fold, refiner_dir, refine_source=samples)
         if not (refined_dir / "manifest.csv").is_file():
             self.on_unit(f"refine {gen.name} fold {fold.index} with {gen.refiner}")
             write_refined(refiner_dir, samples, refined_dir, seed=fold.index, device=self.cfg.device)
+        self._tick(), self._tick()  # refiner training and refining
         return str(refined_dir)
 
     def _synthetic_per_class(self, fold: Fold) -> int:
@@ -236,8 +236,8 @@ class StudyRunner:
 
     def _fid(self, gen_name: str, fold: Fold) -> None:
         key = f"fid/{gen_name}/fold{fold.index}"
-        self._tick()
         if self.store.has(key):
+            self._tick()
             return
         from medsyn.metrics.cache import FeatureCache
         from medsyn.metrics.features import InceptionExtractor
@@ -263,11 +263,12 @@ class StudyRunner:
                               "kid_std": score.kid_std, "n_real": score.n_a, "n_synthetic": score.n_b,
                               "floor_fid": floor.fid, "floor_kid_mean": floor.kid_mean, "floor_n": floor.n_a,
                               "notices": list(score.notices), "seconds": time.perf_counter() - started})
+        self._tick()
 
     def _classifier_unit(self, clf, seed: int, fold: Fold, spec: ArmSpec) -> None:
         key = f"cls/{clf.name}/seed{seed}/fold{fold.index}/{spec.key}"
-        self._tick()
         if self.store.has(key):
+            self._tick()
             return
         from medsyn.evaluate.arms import build_arm
         from medsyn.evaluate.classify import predict_proba, train_classifier
@@ -291,6 +292,7 @@ class StudyRunner:
                 result["tsne"] = self._tsne(trained, fold, seed)
         result["seconds"] = time.perf_counter() - started
         self.store.save(key, result)
+        self._tick()
 
     def _image_progress(self, kind: str, total: int):
         done, started = [0], time.perf_counter()
