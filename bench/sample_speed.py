@@ -28,8 +28,9 @@ from PIL import Image
 from medsyn.imageio import to_uint, write_png, write_pngs
 from medsyn.sample import default_synthesis_batch, load_generator, synthesize
 from medsyn.train.run import DataOptions, execute_run, prepare_run
+from bench_data import medmnist_file
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "breastmnist_64.npz"
+SHARED = medmnist_file("breastmnist_64.npz")
 
 
 def one_step_run(run_dir: Path, model: str, width: float, device: str) -> None:

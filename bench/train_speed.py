@@ -14,6 +14,9 @@ penalty against it:
 
     python bench/train_speed.py --model wgan-gp --size 64 --batch 64 --device cpu --set gp_every=4
 
+Class-conditional models (acgan, gaunet) have no plain baseline here (both plain loops train G(z)
+alone): for them only medsyn's rate and utilisation are printed, on two classes of images.
+
 prints `baseline ... N img/s`, `medsyn ... N img/s` and `ratio R`, each loop with its model FLOPs
 utilisation: the FLOPs of one medsyn training step (counted, per image) times the rate, against a
 dense matmul peak measured in the same process, in the precision medsyn's loop runs in (bf16 where
@@ -35,12 +38,13 @@ import torch.nn.functional as F
 from medsyn.config import parse_overrides
 from medsyn.data.types import LabeledImages
 from medsyn.models import MODELS, create_discriminator, create_generator
-from medsyn.models.base import ImageSpec, NetOptions
+from medsyn.models.base import Conditioning, ImageSpec, NetOptions
 from medsyn.train.loop import Trainer
-from medsyn.train.setup import resolve_config
+from medsyn.train.setup import COMPUTE_DTYPES, resolve_config
+from bench_data import medmnist_file
 from utilisation import Utilisation, counted_flops, matmul_peak
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "breastmnist_64.npz"
+SHARED = medmnist_file("breastmnist_64.npz")
 
 
 def real_images(size: int, count: int) -> np.ndarray:
@@ -166,9 +170,12 @@ def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps:
     """(img/s, FLOPs per image of one training step, the loop's precision)."""
     cfg, spec = resolve_config({"model": model, "width": width, "batch": batch, "device": str(device),
                                 "steps": warmup + steps, "per_class": False}, overrides)
-    data = LabeledImages(images=images, labels=np.zeros(len(images), np.int64), class_names=["all"],
-                         source="bench", format="bench")
-    trainer = Trainer(cfg, spec, data, run_dir, {"class_names": ["all"]})
+    if spec.conditioning == Conditioning.ALWAYS:  # two classes, alternating: the networks take labels
+        labels, names = np.arange(len(images), dtype=np.int64) % 2, ["even", "odd"]
+    else:
+        labels, names = np.zeros(len(images), np.int64), ["all"]
+    data = LabeledImages(images=images, labels=labels, class_names=names, source="bench", format="bench")
+    trainer = Trainer(cfg, spec, data, run_dir, {"class_names": names})
     for _ in range(warmup):
         trainer.train_step()
     if device.type == "cuda":
@@ -204,23 +211,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {args.model} width {args.width} at {args.size}x{args.size}x3, batch {args.batch}, "
               f"{args.steps} timed steps after {args.warmup} warm-up, device {device}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads", flush=True)
-        if wgan_gp:
+        if spec.conditioning == Conditioning.ALWAYS:
+            name, base = "none for a class-conditional model", None
+        elif wgan_gp:
             name = f"plain-wgan-gp-loop ({cfg.critic_steps} critic)"
             base = wgan_gp_baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps,
                                          args.warmup, device, cfg.critic_steps)
         else:
             name = "pytorch-dcgan-example-loop"
             base = baseline_loop(args.model, args.width, folder, args.size, args.batch, args.steps, args.warmup, device)
-        print(f"# baseline timed: {base:,.1f} img/s; timing medsyn", flush=True)
+        if base is not None:
+            print(f"# baseline timed: {base:,.1f} img/s; timing medsyn", flush=True)
         ours, flops, precision = medsyn_loop(args.model, args.width, images, args.batch, args.steps, args.warmup, device,
                                              Path(tmp) / "run", overrides)
-        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+        dtype = COMPUTE_DTYPES[precision]
         use = Utilisation(flops, matmul_peak(device, dtype))
         print(use.header("one medsyn training step", dtype))
-        print(f"baseline  {name:<34}  {base:,.1f} img/s  {use.describe(base)}")
+        if base is not None:
+            print(f"baseline  {name:<34}  {base:,.1f} img/s  {use.describe(base)}")
+        else:
+            print(f"baseline  {name}")
         label = " ".join([args.model, *args.set, f"({precision})"])
         print(f"medsyn    {label:<34}  {ours:,.1f} img/s  {use.describe(ours)}")
-    print(f"ratio {ours / base:.2f}")
+    if base is not None:
+        print(f"ratio {ours / base:.2f}")
 
 
 if __name__ == "__main__":

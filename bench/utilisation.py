@@ -51,7 +51,7 @@ def counted_flops(run: Callable[[], object]) -> int:
     return int(counter.total)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -67,7 +67,7 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, 
     a = torch.randn(side, side, device=device, dtype=dtype)
     b = torch.randn(side, side, device=device, dtype=dtype)
     a @ b  # warm-up: BLAS handles, clocks
-    _synchronize(device)
+    synchronize(device)
     best = 0.0
     for _ in range(trials):
         runs, started = 0, time.perf_counter()
@@ -75,7 +75,7 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, 
             a @ b
             runs += 1
             if runs % 4 == 0:
-                _synchronize(device)
+                synchronize(device)
                 elapsed = time.perf_counter() - started
                 if elapsed >= seconds:
                     break

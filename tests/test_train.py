@@ -196,7 +196,7 @@ def _bf16_cpu(monkeypatch, native: bool) -> None:
 @pytest.mark.parametrize("native,amp,expected", [(True, True, "bf16 autocast"), (True, False, "float32"),
                                                  (False, True, "float32")])
 def test_mixed_precision_only_where_bf16_is_native_and_asked_for(monkeypatch, native, amp, expected):
-    from medsyn.train.setup import mixed_precision
+    from medsyn.train.setup import COMPUTE_DTYPES, mixed_precision
 
     _bf16_cpu(monkeypatch, native)
     name, autocast = mixed_precision(torch.device("cpu"), amp)
@@ -204,7 +204,7 @@ def test_mixed_precision_only_where_bf16_is_native_and_asked_for(monkeypatch, na
     with autocast():
         out = layer(torch.randn(3, 4))
     assert name == expected
-    assert out.dtype == (torch.bfloat16 if expected == "bf16 autocast" else torch.float32)
+    assert out.dtype == COMPUTE_DTYPES[name] == (torch.bfloat16 if expected == "bf16 autocast" else torch.float32)
 
 
 @pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("wgan-gp", {"critic_steps": 2})])

@@ -36,6 +36,9 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+COMPUTE_DTYPES = {"bf16 autocast": torch.bfloat16, "float32": torch.float32}  # mixed_precision's names
+
+
 def mixed_precision(device: torch.device, amp: bool) -> tuple[str, Callable[[], ContextManager]]:
     """(name, factory of the autocast context) for a run's training steps: bf16 autocast when asked
     for and native on the device, else float32. Parameters, optimiser state and losses stay float32."""
