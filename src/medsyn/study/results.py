@@ -184,9 +184,7 @@ def assemble_results(runner) -> dict:
 def _grids(runner) -> dict[str, list[str]]:
     out = {}
     for gen in runner.cfg.generators:
-        # the arm's images: a refiner entry's refined set (its grids pair each input with its refinement)
-        folder = runner.out / "generators" / gen.name / "fold0" / "refined" if gen.refiner else \
-            runner.out / "generators" / runner.trained_by(gen) / "fold0" / "samples"
+        folder = runner.synthetic_folder(gen, 0)  # a refined set's grids pair each input with its refinement
         out[gen.name] = [str(p.relative_to(runner.out)) for p in sorted(folder.glob("grid_*.png"))]
     return out
 

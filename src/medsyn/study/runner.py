@@ -155,11 +155,24 @@ class StudyRunner:
 
         return assemble_results(self)
 
-    def _generator_paths(self, gen_name: str, fold: Fold) -> tuple[Path, Path]:
-        base = self.out / "generators" / gen_name / f"fold{fold.index}"
+    def _entry_folder(self, gen_name: str, fold_index: int) -> Path:
+        return self.out / "generators" / gen_name / f"fold{fold_index}"
+
+    def _generator_paths(self, gen, fold_index: int) -> tuple[Path, Path]:
+        """(run, samples) of the generator ``gen`` uses: the first entry's that trains the same one."""
+        base = self._entry_folder(self._trained_by(gen), fold_index)
         return base / "run", base / "samples"
 
-    def trained_by(self, gen) -> str:
+    def _refiner_paths(self, gen, fold_index: int) -> tuple[Path, Path]:
+        """(refiner run, refined set) of a refiner entry: its own, never shared."""
+        base = self._entry_folder(gen.name, fold_index)
+        return base / "refiner", base / "refined"
+
+    def synthetic_folder(self, gen, fold_index: int) -> Path:
+        """Where an entry's synthetic images are (its arm's): the refined set of a refiner entry, else the samples."""
+        return self._refiner_paths(gen, fold_index)[1] if gen.refiner else self._generator_paths(gen, fold_index)[1]
+
+    def _trained_by(self, gen) -> str:
         """The first entry that trains the same generator as ``gen``: a refiner entry such as
         pggan+unit refines the samples of the pggan entry beside it instead of training a copy."""
         return next(g.name for g in self.cfg.generators if same_generator(g, gen))
@@ -169,7 +182,7 @@ class StudyRunner:
         from medsyn.evaluate.arms import check_compatible
         from medsyn.sample import write_samples
 
-        run_dir, samples_dir = self._generator_paths(self.trained_by(gen), fold)
+        run_dir, samples_dir = self._generator_paths(gen, fold.index)
         if gen.run:
             run_dir = Path(self._resolve(gen.run))
         elif not self._generator_finished(run_dir, gen.steps):
@@ -190,8 +203,7 @@ class StudyRunner:
         """Train (or resume) the fold's refiner on its real training images with ``samples`` as source, then refine them."""
         from medsyn.refine import write_refined
 
-        base = self.out / "generators" / gen.name / f"fold{fold.index}"
-        refiner_dir, refined_dir = base / "refiner", base / "refined"
+        refiner_dir, refined_dir = self._refiner_paths(gen, fold.index)
         if not self._generator_finished(refiner_dir, gen.refiner_steps):
             self._train_run(f"{gen.name} refiner {gen.refiner}", {"model": gen.refiner, **gen.refiner_set},
                             gen.refiner_steps, fold, refiner_dir, refine_source=samples)
