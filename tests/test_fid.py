@@ -182,7 +182,24 @@ def test_cache_skips_recomputation_and_recovers_from_a_corrupt_file(breast, tmp_
     path.write_bytes(b"\x93NUMPY garbage")
     assert quiet(fid_between, train, test, extractor, cache=cache, batch=32, kid_subsets=5).fid == first.fid
     assert extractor.calls == 6 and np.load(path).shape == (64, 16)  # recomputed and rewritten
-    assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]  # no temporary files left behind
+    assert not [p for p in path.parent.iterdir() if ".tmp" in p.name]  # no temporary files left behind
+
+
+def test_a_cache_that_cannot_be_written_warns_and_the_score_stands(breast, tmp_path, monkeypatch):
+    import errno
+
+    from medsyn import atomic
+
+    def disk_full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    train, test = breast
+    plain = quiet(fid_between, train, test, tiny(), batch=32, kid_subsets=5)
+    monkeypatch.setattr(atomic.os, "replace", disk_full)
+    with pytest.warns(UserWarning, match="feature cache: .*cannot write \\(the disk is full.*continuing without caching"):
+        scored = quiet(fid_between, train, test, tiny(), cache=FeatureCache(tmp_path / "cache"), batch=32, kid_subsets=5)
+    assert (scored.fid, scored.kid_mean) == (plain.fid, plain.kid_mean)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 def test_cache_key_follows_pixels_extractor_and_resize_mode(breast):

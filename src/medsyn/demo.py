@@ -36,11 +36,8 @@ def run_demo(out: Path, steps: int, device: str, console: Console, progress_fact
         console.print("interrupted; run `medsyn demo` again to continue where it stopped")
         return
     console.print(f"3/3 sampling 100 synthetic lesions per class into {samples_dir}")
-    if samples_dir.exists():
-        import shutil
-
-        shutil.rmtree(samples_dir)
-    write_samples(run_dir, samples_dir, n_per_class=100, seed=0, device=device)
+    # The previous set stays until the new one is complete: a failed rerun must not cost the old samples.
+    write_samples(run_dir, samples_dir, n_per_class=100, seed=0, device=device, overwrite=True)
     names = prepared.data.class_names
     console.print("done. Look at:")
     console.print(f"  real phantoms     {data_dir}/grid_<class>.png")

@@ -29,3 +29,12 @@ class RunError(MedsynError):
 
 class DivergenceError(MedsynError):
     """Training produced a NaN or inf loss; the last good checkpoint is kept."""
+
+
+class WriteError(MedsynError):
+    """A file or folder could not be written (disk full, permission, read-only): names the path."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: cannot write ({problem})")

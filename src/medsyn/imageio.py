@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -13,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from medsyn import atomic
 from medsyn.errors import RunError
 
 PNG_CHUNK = 64  # images per writer task: large enough to amortise the conversion call
@@ -61,7 +60,12 @@ def write_pngs(paths: Sequence[Path], images: np.ndarray, bit_depth: int = 8, wo
             write_chunk(chunk)
         return
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(write_chunk, chunks))  # list(): re-raises the first failed write here
+        try:
+            list(pool.map(write_chunk, chunks))  # list(): re-raises the first failed write here
+        except BaseException:
+            # A full disk fails every chunk alike: drop the queued ones rather than try thousands more files.
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def make_grid(images: np.ndarray, nrow: int = 8, pad: int = 2) -> np.ndarray:
@@ -82,10 +86,8 @@ def save_grid(path: str | Path, images: np.ndarray, nrow: int = 8, upscale_to: i
     factor = max(1, upscale_to // images.shape[-1])
     if factor > 1:
         images = images.repeat(factor, axis=-2).repeat(factor, axis=-1)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    write_png(tmp, make_grid(images, nrow=nrow))
-    os.replace(tmp, path)
+    grid = make_grid(images, nrow=nrow)
+    atomic.write_with(path, lambda tmp: write_png(tmp, grid))
 
 
 def ensure_new_dir(out: str | Path) -> None:
@@ -97,25 +99,19 @@ def ensure_new_dir(out: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out`` and rename it to ``out`` only if the block succeeds.
+    """``medsyn.atomic.atomic_dir`` that also refuses a non-empty ``out`` up front, unless ``overwrite``.
 
-    A crash or Ctrl-C inside the block leaves no half-written ``out`` behind.
+    A crash or Ctrl-C inside the block leaves no half-written ``out`` behind; a failed write (also
+    in the PNG writer threads) is a WriteError naming ``out``.
+
+    Raises:
+        RunError: ``out`` exists and is not empty (without ``overwrite``).
+        WriteError: the folder could not be written.
     """
-    out = Path(out)
     if not overwrite:
         ensure_new_dir(out)
-        if out.exists():
-            out.rmdir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic.atomic_dir(out, replace_existing=overwrite) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def class_dir_name(name: str) -> str:

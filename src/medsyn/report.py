@@ -7,12 +7,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medsyn import atomic
 from medsyn.metrics.fid import kid_subsets_differ
 
 CSS = """
@@ -168,13 +168,11 @@ def plot_volume_curves(results: dict, out: Path) -> list[Path]:
         ax.set(xlabel="synthetic images per class (x real per-class count)", ylabel="test AUC", title=clf)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out / "figures" / f"volume_{clf}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
+        try:
+            written.append(atomic.write_with(out / "figures" / f"volume_{clf}.png",
+                                             lambda tmp: fig.savefig(tmp, format="png", dpi=110)))
+        finally:
+            plt.close(fig)  # pyplot keeps every open figure alive, a failed write included
     return written
 
 
@@ -196,8 +194,4 @@ def write_report(out: str | Path) -> Path:
             + "<h2>Versions</h2>" + _table(["package", "version"], [[_esc(k), _esc(v)] for k, v in results["versions"].items()]))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn: {_esc(results['study'])}</title>" \
            f"<style>{CSS}</style></head><body>{body}</body></html>"
-    path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(out / "report.html", page)

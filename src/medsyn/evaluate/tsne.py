@@ -7,12 +7,12 @@ the space the downstream task uses. Staged: ``embed_sets`` computes, ``plot_embe
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medsyn import atomic
 from medsyn.data.types import LabeledImages
 from medsyn.evaluate.classify import TrainedClassifier, extract_features
 
@@ -88,12 +88,7 @@ def plot_embedding(embedding: Embedding, path: str | Path, title: str | None = N
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "t-SNE of classifier features")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
 
 
 def plot_tsne(trained: TrainedClassifier, sets: dict[str, LabeledImages], path: str | Path, *, seed: int = 0,

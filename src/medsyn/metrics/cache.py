@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from medsyn.atomic import write_with
+from medsyn.errors import WriteError
 
 CACHE_ENV = "MEDSYN_CACHE_DIR"
 KEY_VERSION = b"medsyn-features/1"  # bump when the key's recipe or the stored layout changes
@@ -60,19 +62,11 @@ class FeatureCache:
         return feats
 
     def save(self, key: str, features: np.ndarray) -> Path | None:
-        """Write through a temporary file and os.replace; a failed write only warns (the result stands)."""
-        path = self.path(key)
+        """Write atomically; a failed write only warns (the result stands, it is just not cached)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.asarray(features), allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as err:
-            warnings.warn(f"feature cache {self.root}: cannot write ({err}); continuing without caching")
+            # suffix: np.save appends ".npy" to any other name, which would leave the rename nothing to move
+            return write_with(self.path(key), lambda tmp: np.save(tmp, np.asarray(features), allow_pickle=False),
+                              suffix=".npy")
+        except WriteError as err:
+            warnings.warn(f"feature cache: {err}; continuing without caching")
             return None
-        return path

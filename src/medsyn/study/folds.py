@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsyn import atomic
 from medsyn.data import load_source, patient_kfold, patient_split, resolve_split
 from medsyn.data.phantoms import make_phantoms
 from medsyn.data.types import LabeledImages
@@ -72,10 +73,8 @@ def write_fold_npz(ds: LabeledImages, path: Path) -> Path:
     """A fold's training images as a MedMNIST-style npz with class names, so a GAN run can name its data."""
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = np.stack([to_uint(img, ds.bit_depth) for img in ds.images])
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, train_images=images, train_labels=ds.labels.reshape(-1, 1),
-                        class_names=np.array(ds.class_names))
-    tmp.replace(path)
-    return path
+    # suffix: np.savez_compressed appends ".npz" to any other name, which would leave the rename nothing to move
+    return atomic.write_with(path, lambda tmp: np.savez_compressed(
+        tmp, train_images=images, train_labels=ds.labels.reshape(-1, 1), class_names=np.array(ds.class_names)),
+        suffix=".npz")

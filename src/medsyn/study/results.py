@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import platform
 from collections import defaultdict
 from importlib import metadata
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from medsyn import atomic
 from medsyn.study.config import to_plain
 from medsyn.study.store import write_json_atomic
 
@@ -195,9 +195,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic.write_text(path, buf.getvalue())
 
 
 def _cell(value: Any) -> str:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medsyn.atomic import write_json
 
 
 def _plain(value: Any) -> Any:
@@ -23,10 +24,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(obj), indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    """``obj`` with numpy values made plain, through ``medsyn.atomic.write_json``."""
+    write_json(path, _plain(obj), indent=1)
 
 
 class UnitStore:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medsyn.atomic import write_with
 from medsyn.errors import RunError
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,13 +44,9 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
 
 
 def torch_save_atomic(state: dict[str, Any], path: Path) -> Path:
-    """torch.save through a synced temporary file and os.replace: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """torch.save through a synced temporary file and a rename: a crash, a full disk or a read-only
+    folder leaves the previous checkpoint as it was (medsyn.atomic)."""
+    return write_with(path, lambda tmp: torch.save(state, tmp), sync=True)
 
 
 def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
