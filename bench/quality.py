@@ -1,0 +1,312 @@
+"""Time to quality: train for M minutes of wall clock and measure FID against a real-vs-real floor as it goes.
+
+    python bench/quality.py --data ../shared/data/medmnist/breastmnist.npz --minutes 30
+    python bench/quality.py --data phantoms-seed0 --reference phantoms-seed1 --minutes 5 --model dcgan --set width=0.25
+
+Definition, identical for both sides: the reference is held-out real data (``SRC:test`` when the
+source has its own splits, else ``--reference``), the floor is FID(n real training images,
+reference) and F is FID(n synthetic images, reference), both n-image sets drawn with the training
+split's class proportions (largest-remainder rounding, a seeded draw per class). A generator that
+copies its training images therefore scores ratio 1 at best. Precision and recall (Kynkäänniemi et
+al. 2019, k=3) compare the same synthetic and reference Inception features.
+
+Every --every minutes of training (evaluation time excluded) and at the end, the run stops at a
+step boundary (its checkpoint saved), is evaluated from its folder as a user would (the EMA
+generator through ``medsyn.sample``, medsyn's FID with its feature cache), and resumes. It prints a
+header line and one line per evaluation; the last line is the final evaluation's. ``quality.json``
+in the run folder holds every line's numbers, the arguments, the torch version and thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from medsyn.atomic import write_json
+from medsyn.config import load_yaml, parse_overrides
+from medsyn.data import load_source
+from medsyn.data.loader import parse_spec
+from medsyn.data.types import LabeledImages
+from medsyn.errors import ConfigError, MedsynError
+from medsyn.metrics.cache import FeatureCache
+from medsyn.metrics.features import FeatureExtractor, InceptionExtractor
+from medsyn.metrics.fid import SmallSampleWarning, compute_features, fid_from_features
+from medsyn.metrics.prdc import precision_recall
+from medsyn.sample import load_generator, synthesize
+from medsyn.train.run import DataOptions, PreparedRun, execute_run, prepare_run
+
+PR_K = 3  # Kynkäänniemi et al.'s neighbourhood size
+UNBOUNDED_STEPS = 10**9  # the clock, not the step count, ends the run unless the user gives steps or epochs
+LINE = ("{minutes:5.1f} min  step {step:5d}  FID {fid:.2f} floor {floor:.2f} ratio {ratio:.3f}  "
+        "precision {precision:.3f} recall {recall:.3f}")
+
+
+@dataclass(frozen=True)
+class Scores:
+    minutes: float  # training wall clock so far, evaluations excluded
+    step: int
+    fid: float
+    floor: float
+    precision: float
+    recall: float
+
+    @property
+    def ratio(self) -> float:
+        return self.fid / self.floor
+
+    def line(self) -> str:
+        return LINE.format(ratio=self.ratio, **asdict(self))
+
+
+def class_quota(counts: list[int], n: int) -> list[int]:
+    """n split over classes in proportion to ``counts``, by largest remainder (ties to the lower class)."""
+    total = sum(counts)
+    exact = [n * c / total for c in counts]
+    quota = [int(e) for e in exact]
+    for k in sorted(range(len(counts)), key=lambda k: (quota[k] - exact[k], k))[:n - sum(quota)]:
+        quota[k] += 1
+    return quota
+
+
+def proportional_draw(labels: np.ndarray, quota: list[int], seed: int) -> np.ndarray:
+    """Indices of a seeded draw without replacement of quota[k] rows of each class k, class-major."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.sort(rng.choice(np.flatnonzero(labels == k), count, replace=False))
+                           for k, count in enumerate(quota)]).astype(np.int64)
+
+
+@dataclass
+class Evaluator:
+    """Scores a run folder against fixed reference features; the floor is computed once, at build time.
+
+    Attributes:
+        extractor: the FID Inception (or any FeatureExtractor).
+        cache: feature cache for the real sides (synthetic images change every time: never cached).
+        device: where the generator and the extractor run.
+        seed: seeds the real draw and the synthesis.
+        quota: images per class on each side (the training split's proportions of n).
+        reference: reference features (R, D).
+        floor: FID(n real training images, reference).
+    """
+
+    extractor: FeatureExtractor
+    cache: FeatureCache | None
+    device: str
+    seed: int
+    quota: list[int]
+    reference: np.ndarray
+    floor: float
+
+    @classmethod
+    def build(cls, train: LabeledImages, reference: LabeledImages, n: int, seed: int, extractor: FeatureExtractor,
+              cache: FeatureCache | None, device: str) -> "Evaluator":
+        quota = class_quota(train.class_counts(), n)
+        ref = compute_features(reference, extractor, cache=cache, device=device)
+        real = compute_features(train.images[proportional_draw(train.labels, quota, seed)], extractor, cache=cache,
+                                device=device)
+        return cls(extractor, cache, device, seed, quota, ref, fid(real, ref))
+
+    def synthetic(self, run_dir: Path) -> tuple[np.ndarray, int]:
+        """(n synthetic images drawn with the training proportions, the checkpoint's step)."""
+        loaded = load_generator(run_dir, self.device)
+        classes = max(1, loaded.model["num_classes"])
+        quota = self.quota if classes == len(self.quota) else [sum(self.quota)]  # unconditional: one pool
+        images, labels = synthesize(loaded, max(quota), self.seed)
+        return images[proportional_draw(labels, quota, self.seed)], loaded.step
+
+    def __call__(self, run_dir: Path, minutes: float) -> Scores:
+        images, step = self.synthetic(run_dir)
+        feats = compute_features(images, self.extractor, cache=None, device=self.device)
+        precision, recall = precision_recall(self.reference, feats, k=PR_K)
+        return Scores(minutes, step, fid(feats, self.reference), self.floor, precision, recall)
+
+
+@functools.lru_cache(maxsize=2)
+def inception(weights: Path | None) -> InceptionExtractor:
+    """The FID Inception, built once per process (loading and folding it takes seconds)."""
+    return InceptionExtractor(weights=weights)
+
+
+def fid(a: np.ndarray, b: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)  # both sides have the same n: the bias cancels in the ratio
+        return fid_from_features(a, b).fid
+
+
+class Segments:
+    """Trains a run in pieces up to given totals of training wall clock, stopping at step boundaries.
+
+    Only the time inside the training loop counts: from entering ``execute_run`` to the step at which
+    the budget is met. Resuming (``prepare_run``) and the stop's checkpoint write are left out.
+    """
+
+    def __init__(self, out: Path, layers: list[dict], on_first_step):
+        self.out, self.layers, self.on_first_step = out, layers, on_first_step
+        self.spent = 0.0  # seconds of training so far
+        self.finished = False  # the run reached its own steps (or epochs)
+
+    def train_until(self, prepared: PreparedRun | None, seconds: float) -> None:
+        prepared = prepared or prepare_run(self.out, self.layers, None, resume=True)
+        started = time.perf_counter()
+        asked = [False]
+
+        def on_progress(step, total, values, rate):
+            nonlocal started
+            if self.on_first_step is not None:  # the run folder now holds config.yaml
+                paused = time.perf_counter()
+                self.on_first_step()
+                self.on_first_step = None
+                started += time.perf_counter() - paused
+            spent = self.spent + time.perf_counter() - started
+            asked[0] = spent >= seconds
+            if asked[0]:
+                self.spent = spent
+            return asked[0]
+
+        result = execute_run(prepared, on_progress)
+        if result.interrupted and not asked[0]:
+            raise KeyboardInterrupt  # Ctrl-C: the loop saved the checkpoint; stop here
+        if not asked[0]:
+            self.spent += time.perf_counter() - started
+            self.finished = True
+
+
+def evaluation_points(minutes: float, every: float) -> list[float]:
+    """Training minutes at which to evaluate: every ``every``, and at ``minutes``."""
+    points = [every * i for i in range(1, int(minutes / every) + 1) if every * i < minutes * (1 - 1e-9)]
+    return points + [minutes]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="Training data, any source medsyn reads; its train split is used.")
+    parser.add_argument("--reference", help="Held-out real data (default: SRC:test when SRC has its own splits).")
+    parser.add_argument("--minutes", type=float, required=True, help="Training wall clock in minutes.")
+    parser.add_argument("--every", type=float, help="Minutes of training between evaluations (default: M/6, at least 1).")
+    parser.add_argument("--model", help="Generator (default: the recommended recipe).")
+    parser.add_argument("--config", type=Path, help="YAML file of config keys.")
+    parser.add_argument("--set", dest="set_", action="append", default=[], help="key=value config override (repeatable).")
+    parser.add_argument("--seed", type=int, help="Training seed (default: the config's); also seeds the draws.")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training and evaluation).")
+    parser.add_argument("--out", type=Path, help="Run folder to create (default: a new temporary folder, kept).")
+    parser.add_argument("--n", type=int, help="Images per side (default: min(len(reference), len(training set))).")
+    parser.add_argument("--fid-weights", type=Path, help="TorchScript FID Inception (default: as `medsyn fid`).")
+    parser.add_argument("--cache", type=Path, help="Feature cache folder (default: as `medsyn fid`).")
+    args = parser.parse_args(argv)
+    if not args.minutes > 0:
+        raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+    args.every = args.every if args.every is not None else max(1.0, args.minutes / 6)
+    if not args.every > 0:
+        raise ConfigError(f"--every must be positive, got {args.every}")
+    return args
+
+
+def train_layers(args: argparse.Namespace) -> list[dict]:
+    """[yaml, --set overrides, flags], as `medsyn train` layers them; no model at all means the recommended one."""
+    layers = [load_yaml(args.config) if args.config else {}, parse_overrides(args.set_)]
+    flags = {"model": args.model, "seed": args.seed, "device": args.device}
+    if not any(key in layer for layer in layers for key in ("steps", "epochs")):
+        flags["steps"] = UNBOUNDED_STEPS
+    return layers + [{k: v for k, v in flags.items() if v is not None}]
+
+
+def load_reference(args: argparse.Namespace, train: LabeledImages, interpolation: str) -> tuple[str, LabeledImages]:
+    """The reference spec and images, at the training images' size and channels."""
+    spec = args.reference
+    if spec is None:
+        if train.splits is None:
+            raise ConfigError(f"{args.data} has no splits of its own, so there is no held-out test split: give "
+                             f"--reference REF (held-out real images, e.g. phantoms made with another seed)")
+        spec = f"{parse_spec(args.data)[0]}:test"
+    images = load_source(spec, size=train.size, channels=train.channels, interpolation=interpolation)
+    if len(images) <= PR_K:
+        raise ConfigError(f"{spec}: {len(images)} reference images; precision and recall need more than {PR_K}")
+    return spec, images
+
+
+def choose_n(args: argparse.Namespace, train: LabeledImages, reference: LabeledImages) -> int:
+    n = args.n if args.n is not None else min(len(reference), len(train))
+    if n > len(train):
+        raise ConfigError(f"--n {n} is more than the {len(train)} training images")
+    if n <= PR_K:
+        raise ConfigError(f"--n must be more than {PR_K} (precision and recall use k={PR_K} neighbours), got {n}")
+    return n
+
+
+def describe_run(out: Path, args: argparse.Namespace) -> tuple[str, dict]:
+    """'dcgan (recommended recipe; RUN/config.yaml)' from the run folder's resolved config, and that config."""
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    given = f"--config {args.config}" if args.config else "--model" if args.model else "recommended recipe"
+    mode = "per class" if config.get("per_class") else "conditional"
+    return (f"{config['model']} ({given}; {mode}, batch {config['batch']}, width {config['width']}; "
+            f"{out / 'config.yaml'})"), config
+
+
+def run(args: argparse.Namespace) -> list[Scores]:
+    out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-quality-"))
+    try:
+        return measure(args, out)
+    finally:
+        if args.out is None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before training began: leave no empty temporary folder behind
+
+
+def measure(args: argparse.Namespace, out: Path) -> list[Scores]:
+    layers = train_layers(args)
+    prepared = prepare_run(out, layers, DataOptions(args.data), resume=False)  # validates, writes nothing
+    train, cfg = prepared.data, prepared.trainer.cfg
+    ref_spec, reference = load_reference(args, train, cfg.interpolation)
+    n = choose_n(args, train, reference)
+    for notice in prepared.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    extractor = inception(args.fid_weights)
+    device = str(prepared.trainer.device)
+    evaluator = Evaluator.build(train, reference, n, cfg.seed, extractor, FeatureCache(args.cache), device)
+    report = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device, "run": str(out),
+              "data": args.data, "reference": ref_spec, "n": n, "quota": evaluator.quota, "evaluations": []}
+
+    def header() -> None:
+        model, report["config"] = describe_run(out, args)
+        print(f"quality: data {args.data} ({len(train)} training images) | reference {ref_spec} ({len(reference)} "
+              f"images) | n {n} | model {model} | device {device} | threads {report['threads']}", flush=True)
+
+    segments, history = Segments(out, layers, header), []
+    for target in evaluation_points(args.minutes, args.every):
+        segments.train_until(prepared, target * 60)
+        prepared = None  # later segments resume from the run folder
+        started = time.perf_counter()
+        scores = evaluator(out, segments.spent / 60)
+        history.append(scores)
+        print(scores.line(), flush=True)
+        report["evaluations"].append({**asdict(scores), "ratio": scores.ratio,
+                                      "evaluation_seconds": time.perf_counter() - started})
+        write_json(out / "quality.json", report)
+        if segments.finished:
+            break
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except MedsynError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; the run folder's checkpoint is saved", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""bench/quality.py: train by the clock, evaluate FID against the real-vs-real floor, precision and recall."""
+import contextlib
+import io
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+import quality  # noqa: E402
+
+LINE = re.compile(r"^ *(\d+\.\d) min  step +(\d+)  FID (\d+\.\d\d) floor (\d+\.\d\d) ratio (\d+\.\d{3})  "
+                  r"precision (\d\.\d{3}) recall (\d\.\d{3})$")
+TINY = ["--model", "dcgan", "--set", "width=0.0625", "--set", "batch=8", "--device", "cpu"]
+
+
+def run_main(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = quality.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    from medsyn.data.phantoms import write_phantoms
+
+    root = tmp_path_factory.mktemp("quality-data")
+    return write_phantoms(root / "train", size=32, per_class=12, seed=0), \
+        write_phantoms(root / "reference", size=32, per_class=2, seed=1)  # held out: another seed
+
+
+@pytest.fixture(scope="module")
+def bench_run(phantoms, tmp_path_factory):
+    """2.4 s of a tiny DCGAN on the phantoms, evaluated after 1.2 s of training and at the end (4 images a side)."""
+    train, reference = phantoms
+    root = tmp_path_factory.mktemp("quality-run")
+    code, out, err = run_main(["--data", train, "--reference", reference, "--minutes", 0.04, "--every", 0.02,
+                               "--n", 4, "--out", root / "run", "--cache", root / "cache", *TINY])
+    assert code == 0, err
+    return root, out.splitlines()
+
+
+def test_prints_a_header_and_an_evaluation_line_at_every_point(bench_run):
+    root, lines = bench_run
+    assert lines[0].startswith("quality: data ") and "| n 4 |" in lines[0] and "model dcgan (--model;" in lines[0]
+    assert "| device cpu | threads " in lines[0]
+    evaluations = [LINE.match(line) for line in lines[1:]]
+    assert len(evaluations) >= 2 and all(evaluations), lines
+    assert LINE.match(lines[-1])  # the final evaluation is the last line printed
+    steps = [int(m.group(2)) for m in evaluations]
+    assert steps == sorted(set(steps)), steps  # strictly increasing: training went on between evaluations
+    for m in evaluations:
+        fid, floor, ratio = (float(m.group(i)) for i in (3, 4, 5))
+        # the ratio is of the unrounded values: allow the rounding of F and L (0.005 each) and of R (0.0005)
+        assert abs(ratio - fid / floor) <= 0.005 * (1 + ratio) / floor + 0.0005 + 1e-9
+        assert 0 <= float(m.group(6)) <= 1 and 0 <= float(m.group(7)) <= 1
+
+
+def test_quality_json_holds_the_printed_numbers(bench_run):
+    root, lines = bench_run
+    report = json.loads((root / "run" / "quality.json").read_text())
+    assert report["n"] == 4 and report["quota"] == [2, 1, 1] and report["config"]["model"] == "dcgan"
+    assert report["arguments"]["minutes"] == 0.04 and report["threads"] >= 1 and report["torch"]
+    printed = [line for line in lines if LINE.match(line)]
+    assert len(report["evaluations"]) == len(printed)
+    floors = {e["floor"] for e in report["evaluations"]}
+    assert len(floors) == 1  # computed once
+    for entry, line in zip(report["evaluations"], printed):
+        assert entry["ratio"] == entry["fid"] / entry["floor"]
+        scores = quality.Scores(**{k: entry[k] for k in ("minutes", "step", "fid", "floor", "precision", "recall")})
+        assert scores.line() == line
+
+
+def test_evaluating_the_run_folder_again_gives_the_same_fid(bench_run, phantoms):
+    from medsyn.data import load_source
+    from medsyn.metrics.cache import FeatureCache
+
+    root, _ = bench_run
+    final = json.loads((root / "run" / "quality.json").read_text())["evaluations"][-1]
+    evaluator = quality.Evaluator.build(load_source(str(phantoms[0])), load_source(str(phantoms[1])), 4, seed=0,
+                                        extractor=quality.inception(None), cache=FeatureCache(root / "cache"),
+                                        device="cpu")
+    again = evaluator(root / "run", final["minutes"])
+    assert again.floor == final["floor"]
+    assert again.step == final["step"]
+    assert again.fid == pytest.approx(final["fid"], rel=1e-9)
+    assert (again.precision, again.recall) == (final["precision"], final["recall"])
+
+
+def test_a_source_without_splits_needs_a_reference(phantoms, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default run folder would go
+    code, out, err = run_main(["--data", phantoms[0], "--minutes", 0.01, *TINY])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "no splits of its own" in err and "--reference" in err
+    assert not any(tmp_path.iterdir())  # the temporary run folder is not left behind
+
+
+@pytest.mark.parametrize("counts, n, expected", [
+    ([147, 399], 156, [42, 114]),  # BreastMNIST's train split against its 156 test images
+    ([12, 12, 12], 6, [2, 2, 2]),
+    ([5, 3, 2], 7, [4, 2, 1]),  # 3.5, 2.1, 1.4: the largest remainder gets the last image
+    ([1, 1, 1], 2, [1, 1, 0]),  # equal remainders: the lower classes first
+])
+def test_class_quota_is_largest_remainder(counts, n, expected):
+    assert quality.class_quota(counts, n) == expected and sum(expected) == n
+
+
+def test_proportional_draw_is_seeded_and_per_class():
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    pick = quality.proportional_draw(labels, [2, 3, 4], seed=7)
+    assert np.array_equal(pick, quality.proportional_draw(labels, [2, 3, 4], seed=7))
+    assert np.bincount(labels[pick]).tolist() == [2, 3, 4] and len(set(pick.tolist())) == 9
+    assert not np.array_equal(pick, quality.proportional_draw(labels, [2, 3, 4], seed=8))
+
+
+def test_evaluation_points_end_at_the_budget():
+    assert quality.evaluation_points(0.05, 0.02) == pytest.approx([0.02, 0.04, 0.05])
+    assert quality.evaluation_points(6, 1) == pytest.approx([1, 2, 3, 4, 5, 6])
+    assert quality.evaluation_points(0.5, 1) == [0.5]
