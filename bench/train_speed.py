@@ -39,7 +39,7 @@ from medsyn.config import parse_overrides
 from medsyn.data.types import LabeledImages
 from medsyn.models import MODELS, create_discriminator, create_generator
 from medsyn.models.base import Conditioning, ImageSpec, NetOptions
-from medsyn.train.loop import Trainer
+from medsyn.train.gan import GanTrainer
 from medsyn.train.setup import COMPUTE_DTYPES, resolve_config
 from bench_data import medmnist_file
 from utilisation import Utilisation, counted_flops, matmul_peak
@@ -175,7 +175,7 @@ def medsyn_loop(model: str, width: float, images: np.ndarray, batch: int, steps:
     else:
         labels, names = np.zeros(len(images), np.int64), ["all"]
     data = LabeledImages(images=images, labels=labels, class_names=names, source="bench", format="bench")
-    trainer = Trainer(cfg, spec, data, run_dir, {"class_names": names})
+    trainer = GanTrainer(cfg, spec, data, run_dir, {"class_names": names})
     for _ in range(warmup):
         trainer.train_step()
     if device.type == "cuda":
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)  # as `medsyn train --set`: strings that the config types
     cfg, spec = resolve_config({"model": args.model}, overrides)
-    wgan_gp = spec.objective.startswith("wgan-gp")
+    wgan_gp = str(cfg.objective).startswith("wgan-gp")
     device = torch.device(args.device)
     torch.manual_seed(0)
     images = real_images(args.size, max(4 * args.batch, 512))

@@ -80,3 +80,28 @@ def write_nifti(path: Path, volume: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.eye(4)), str(path))
     return path
+
+
+@pytest.fixture
+def make_npz(tmp_path):
+    """Writes a MedMNIST-style .npz of random images (``classes`` x ``n_per_class``) and returns its path."""
+    def make(size=28, channels=1, n_per_class=6, classes=3, name="toy.npz"):
+        rng = np.random.default_rng(0)
+        shape = (n_per_class * classes, size, size) + ((3,) if channels == 3 else ())
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        labels = np.repeat(np.arange(classes), n_per_class).reshape(-1, 1)
+        path = tmp_path / name
+        np.savez(path, train_images=images, train_labels=labels)
+        return str(path)
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks: a second intra-op thread only adds contention on a shared CPU (10x slower here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,7 +76,7 @@ def test_generator_output_depends_on_source_noise_and_label():
 
 def test_paper_settings():
     spec = MODELS.get("gaunet")
-    assert spec.image_input and spec.objective == "wgan-gp" and spec.conditioning == "always"
+    assert spec.inputs == "same-class-pairs" and spec.objective == "wgan-gp" and spec.conditioning == "always"
     assert {k: spec.train_defaults[k] for k in ("lr_g", "lr_d", "betas", "critic_steps", "gp_weight", "z_dist")} == {
         "lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.0, 0.9), "critic_steps": 1, "gp_weight": 10.0, "z_dist": "normal"}
     G = create_generator("gaunet", ImageSpec(64, 1, 2), NetOptions())

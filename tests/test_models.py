@@ -11,6 +11,7 @@ from torch import nn
 from medsyn.config import TrainConfig, build_config
 from medsyn.errors import ConfigError
 from medsyn.models import MODELS, Conditioning, ImageSpec, NetOptions, create_discriminator, create_generator
+from medsyn.models.base import GeneratorInputs
 
 TINY = NetOptions(z_dim=16, width=1 / 16)
 SIZES = (28, 40, 64, 128)
@@ -45,7 +46,7 @@ def draw(batch: int, classes: int, z_dim: int = TINY.z_dim) -> tuple[torch.Tenso
 
 def with_images(name: str, spec: ImageSpec, G: nn.Module, D: nn.Module, batch: int = BATCH):
     """G and D as G(z, labels), D(x, labels): image-input models (gaunet) get fixed real images to rewrite and pair with."""
-    if not MODELS.get(name).image_input:
+    if MODELS.get(name).inputs is not GeneratorInputs.SAME_CLASS_PAIRS:
         return G, D
     sources = torch.rand(batch, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     return (lambda z, labels: G(z, labels, sources)), (lambda x, labels: D(torch.cat([sources, x], 1), labels))
@@ -65,7 +66,7 @@ def test_networks_build_run_and_backpropagate(name, size, channels, classes):
         assert images.abs().max() <= 1.0
     score, class_logits = call_D(images, labels)
     assert score.shape == (BATCH,)
-    if MODELS.get(name).objective == "acgan":
+    if name == "acgan":  # the auxiliary classifier head; every objective adds its class term
         assert class_logits.shape == (BATCH, classes)
     else:
         assert class_logits is None
@@ -121,7 +122,7 @@ def test_registry_holds_the_papers_generators_and_refiners():
         spec = MODELS.get(name)
         assert spec.name == name and spec.paper
         assert spec.role == ("refiner" if name in PAPER_REFINERS else "generator")
-        if spec.role == "generator":  # refiners own their objectives (train/refine_loop.py)
+        if spec.role == "generator":  # refiners name their objective class (models/refiners_*.py)
             assert spec.objective in LOSSES
 
 

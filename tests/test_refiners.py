@@ -13,12 +13,12 @@ from medsyn.config import build_config
 from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.imageio import write_image_folder
 from medsyn.models import MODELS
-from medsyn.models.base import ImageSpec, NetOptions
-from medsyn.models.refiners_base import build_objective
+from medsyn.models.base import NetOptions
 from medsyn.models.refiners_perceptual import OFF_NOTICE, PerceptualLoss, load_vgg19_features
 from medsyn.models.refiners_simgan import HistoryBuffer
 from medsyn.refine import write_refined
 from medsyn.sample import write_samples
+from medsyn.train.refiner import build_group
 from medsyn.train.run import DataOptions, execute_run, prepare_run
 
 REFINERS = ("simgan", "unit", "munit")
@@ -27,13 +27,7 @@ SIMGAN_SHORT = {"pretrain_steps": 1, "refiner_steps": 2, "history_size": 4}  # e
 NET = NetOptions(width=0.0625)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: a second intra-op thread only adds contention on a shared CPU (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sgd(params, lr):
@@ -45,11 +39,10 @@ def adam(params, lr):
 
 
 def objective_for(name: str, size: int = 28, make_optimizer=sgd, **overrides):
+    """A refiner's objective and optimisers (a RefinerGroup), with the tests' tiny width."""
     spec = MODELS.get(name)
-    cfg = build_config(spec.train_defaults, overrides)
-    image = ImageSpec(size, 1, 0)
-    return build_objective(spec.objective, spec.build_generator(image, NET), spec.build_discriminator(image, NET), cfg,
-                           make_optimizer)
+    cfg = build_config(spec.train_defaults, {"width": NET.width, **overrides})
+    return build_group(spec, cfg, size, 1, torch.device("cpu"), make_optimizer)
 
 
 @pytest.fixture
@@ -99,13 +92,13 @@ def test_simgan_schedule_regulariser_first_then_five_refiner_updates_per_d_updat
     synthetic, real = torch.rand(2, 1, 28, 28) * 2 - 1, torch.rand(2, 1, 28, 28) * 2 - 1
     d_changed, adversarial = [], []
     for step in range(14):
-        before = [p.clone() for p in objective.discriminator.parameters()]
+        before = [p.clone() for p in objective.objective.discriminator.parameters()]
         stats = objective.train_step(step, synthetic, real)
-        d_changed.append(any(not torch.equal(a, b) for a, b in zip(before, objective.discriminator.parameters())))
+        d_changed.append(any(not torch.equal(a, b) for a, b in zip(before, objective.objective.discriminator.parameters())))
         adversarial.append("loss_realism" in stats)
     assert adversarial == [False] * 3 + [True] * 11  # the regulariser alone for pretrain_steps
     assert [s for s, changed in enumerate(d_changed) if changed] == [7, 12]  # after every 5th refiner update
-    assert objective.d_updates == 2 and objective.history.count == 2
+    assert objective.objective.d_updates == 2 and objective.objective.history.count == 2
 
 
 # ---- UNIT / MUNIT ------------------------------------------------------------------------------
@@ -114,22 +107,22 @@ def test_unit_munit_reconstruct_within_domain_and_the_loss_falls(name):
     torch.manual_seed(0)
     objective = objective_for(name, size=30, make_optimizer=lambda p, lr: adam(p, 2e-3))  # 30: padded to 32, cropped back
     synthetic, real = torch.rand(1, 1, 30, 30) * 2 - 1, torch.rand(1, 1, 30, 30) * 2 - 1
-    streams = objective.translations(synthetic, real)
+    streams = objective.objective.translations(synthetic, real)
     for key in ("x_aa", "x_bb", "x_ab", "x_ba", "x_aba", "x_bab"):
         assert streams[key].shape == (1, 1, 30, 30), key
-    style = torch.randn(1, objective.translator.style_dim) if objective.translator.style_dim else None
-    assert objective.translator.refine(synthetic, style).shape == (1, 1, 30, 30)
+    style = torch.randn(1, objective.objective.translator.style_dim) if objective.objective.translator.style_dim else None
+    assert objective.objective.translator.refine(synthetic, style).shape == (1, 1, 30, 30)
 
     def recon() -> float:
         torch.manual_seed(1)  # the same VAE noise for both measurements
         with torch.no_grad():
-            return float(objective.losses(synthetic, real)["recon"])
+            return float(objective.objective.losses(synthetic, real)["recon"])
 
     first = recon()
     for step in range(10):
         objective.train_step(step, synthetic, real)
     assert recon() < 0.85 * first  # unit: ~0.5x, munit: ~0.76x after 10 steps
-    assert objective.notices == [OFF_NOTICE]  # no perceptual_weights given
+    assert objective.objective.notices == [OFF_NOTICE]  # no perceptual_weights given
 
 
 def test_perceptual_term_compares_instance_normalised_features(tmp_path):
@@ -148,7 +141,7 @@ def test_perceptual_term_compares_instance_normalised_features(tmp_path):
 
 # ---- runs: train, resume, refine ---------------------------------------------------------------
 def _refiner_states(prepared):
-    return [o.state_dict() for o in prepared.trainer.objectives]
+    return [group.state_dict() for group in prepared.trainer.groups]
 
 
 def _equal(a, b) -> bool:

@@ -209,3 +209,21 @@ def test_an_arm_that_predicts_one_class_is_not_called_helped():
     assert words["synthetic[cgan]x1"].startswith("not comparable")  # its reference, real, is one-class
     rows[0]["confusion"] = [[200, 34], [190, 200]]
     assert {v["verdict"] for v in _verdicts(rows, tests)} == {"helped", "not comparable: an arm predicts one class for every test image"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"generators": [TINY["generators"][0], {"name": "wg", "model": "wgan-gp", "set": {"gp_wieght": 1}}]},
+     r"generator 'wg': .*did you mean 'gp_weight'"),
+    ({"generators": [TINY["generators"][0], {"name": "dc2", "model": "dcgan", "set": {"cycle_weight": 5}}]},
+     "generator 'dc2': cycle_weight is a setting of unit and munit"),
+    ({"generators": [{"name": "pg", "model": "pggan", "refiner": "unit", "refiner_set": {"history_size": 3}}]},
+     "generator 'pg' refiner unit: history_size is a setting of simgan"),
+    ({"classifiers": [{"name": "lesion-cnn", "set": {"lr": "fast"}}]}, "classifier 'lesion-cnn': "),
+])
+def test_every_entry_config_is_checked_before_the_first_unit(tmp_path, change, message):
+    """A typo in the last entry's settings fails at once, before any fold, run or unit is written."""
+    cfg = study_from_dict({**TINY, **change}, tmp_path)
+    started = []
+    with pytest.raises(ConfigError, match=message):
+        StudyRunner(cfg, tmp_path / "out", on_unit=started.append).run()
+    assert not started and not (tmp_path / "out").exists()

@@ -14,19 +14,6 @@ from medsyn.train.run import execute_run, prepare_run
 TINY = {"width": 0.0625, "batch": 4, "log_every": 1, "ckpt_every": 2, "grid_every": 2, "device": "cpu"}
 
 
-@pytest.fixture
-def make_npz(tmp_path):
-    def make(size=28, channels=1, n_per_class=6, classes=3, name="toy.npz"):
-        rng = np.random.default_rng(0)
-        shape = (n_per_class * classes, size, size) + ((3,) if channels == 3 else ())
-        images = rng.integers(0, 256, shape, dtype=np.uint8)
-        labels = np.repeat(np.arange(classes), n_per_class).reshape(-1, 1)
-        path = tmp_path / name
-        np.savez(path, train_images=images, train_labels=labels)
-        return str(path)
-    return make
-
-
 def _train(run_dir, data, **overrides):
     from medsyn.train.run import DataOptions
     prepared = prepare_run(run_dir, [{**TINY, **overrides}], DataOptions(data) if data else None, resume=data is None)
@@ -86,8 +73,8 @@ def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, make_npz, monkeyp
 
     original = losses.GanLoss.g_loss
 
-    def poisoned(self, D, fake, labels):
-        loss, stats = original(self, D, fake, labels)
+    def poisoned(self, D, fake, labels, step):
+        loss, stats = original(self, D, fake, labels, step)
         poisoned.calls += 1
         if poisoned.calls >= 3:
             stats["loss_g"] = stats["loss_g"] * float("nan")
@@ -101,7 +88,8 @@ def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, make_npz, monkeyp
     assert state["step"] == 2
 
 
-def test_ctrl_c_saves_a_finished_step_and_resume_matches(tmp_path, make_npz):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])  # SIGTERM: timeout, SLURM, Kubernetes
+def test_ctrl_c_saves_a_finished_step_and_resume_matches(tmp_path, make_npz, signum):
     from medsyn.train.run import DataOptions
 
     data = make_npz()
@@ -109,7 +97,7 @@ def test_ctrl_c_saves_a_finished_step_and_resume_matches(tmp_path, make_npz):
 
     def interrupt(step, total, values, rate):
         if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
     result = execute_run(prepared, interrupt)
     assert result.interrupted and result.step == 3
@@ -159,20 +147,20 @@ def test_the_generator_step_leaves_the_critics_gradients_alone(tmp_path, make_np
 
 
 def test_lazy_gradient_penalty_runs_every_kth_critic_update_weighted_k_times():
-    from medsyn.train.losses import WassersteinGPLoss
+    from medsyn.train.losses import GradientPenaltyLoss, StepContext
 
     torch.manual_seed(0)
     critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
     D = lambda x, labels: (critic(x).squeeze(1), None)  # noqa: E731
     real, fake = torch.randn(6, 3, 2, 2), torch.randn(6, 3, 2, 2)
-    every = WassersteinGPLoss(10.0)
-    lazy = WassersteinGPLoss(10.0, gp_every=4)
+    every = GradientPenaltyLoss(10.0)
+    lazy = GradientPenaltyLoss(10.0, gp_every=4)
     for update in range(8):
-        every.update = lazy.update = update
+        step = StepContext(update)
         torch.manual_seed(update)  # the same interpolates for both
-        loss_every, stats_every = every.d_loss(D, real, fake, None)
+        loss_every, stats_every = every.d_loss(D, real, fake, None, step)
         torch.manual_seed(update)
-        loss_lazy, stats_lazy = lazy.d_loss(D, real, fake, None)
+        loss_lazy, stats_lazy = lazy.d_loss(D, real, fake, None, step)
         if update % 4 == 0:
             assert torch.allclose(loss_lazy + stats_lazy["w_distance"], 4 * (loss_every + stats_every["w_distance"]))
         else:
@@ -236,3 +224,26 @@ def test_cuda_bf16_is_native_from_compute_capability_8(monkeypatch, major, nativ
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
     assert native_bf16(torch.device("cuda:1")) is native
+
+
+def test_sigterm_to_the_command_saves_the_run(tmp_path, make_npz):
+    """`timeout N medsyn train ...` sends SIGTERM: the finished steps are saved, and the exit says how to go on."""
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "medsyn", "train", "--data", make_npz(), "--out", str(run),
+                             "--steps", "100000", "--set", "width=0.0625", "--batch", "4", "--device", "cpu",
+                             "--set", "ckpt_every=100000", "--set", "log_every=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "tensorboard").is_dir() and time.monotonic() < deadline:  # the loop has started
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err and "--resume" in err
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step < 100000

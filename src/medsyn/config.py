@@ -5,6 +5,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, fields
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,41 @@ from medsyn.errors import ConfigError
 from medsyn.registry import Registry
 
 
+class Objective(StrEnum):
+    """The adversarial objective of a generator GAN (one loss object each, medsyn.train.losses)."""
+
+    BCE = "bce"  # non-saturating GAN, Goodfellow et al. 2014 (the papers' DCGAN, GAN, cGAN, ACGAN)
+    HINGE = "hinge"  # hinge loss, Lim & Ye 2017 / Miyato et al. 2018 (SNGAN, BigGAN)
+    WGAN_CLIP = "wgan-clip"  # WGAN with weight clipping, Arjovsky et al. 2017 (retina paper)
+    WGAN_GP = "wgan-gp"  # WGAN with gradient penalty, Gulrajani et al. 2017
+    WGAN_GP_DRIFT = "wgan-gp-drift"  # WGAN-GP plus PGGAN's drift term, Karras et al. 2018
+
+
+class Optimizer(StrEnum):
+    ADAM = "adam"
+    RMSPROP = "rmsprop"  # the retina paper's WGAN (Arjovsky et al.: momentum destabilises clipped critics)
+    SGD = "sgd"  # generators: Nesterov momentum 0.9; refiners: plain SGD, as the brain-MRI paper's SimGAN
+
+
+class LatentDistribution(StrEnum):
+    UNIFORM = "uniform"  # U[-1, 1], the papers' DCGANs
+    NORMAL = "normal"  # N(0, I)
+
+
+def only_for(default: Any, *families: str) -> Any:
+    """A config field read only by models of the given families (``ModelSpec.families`` tags).
+
+    Setting it for a model of another family is an error (``check_family_keys``), not a value that
+    is saved and silently ignored. Tags: "gan" (every generator GAN), "refiner" (every refiner),
+    "simgan", "unit" (unit and munit), and the objectives' "gradient-penalty" (wgan-gp, wgan-gp-drift)
+    and "weight-clipping" (wgan-clip).
+    """
+    return dataclasses.field(default=default, metadata={"families": families})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a GAN training run. Model defaults (the papers') fill what the user leaves out."""
+    """Everything that defines a training run. Model defaults (the papers') fill what the user leaves out."""
 
     model: str = "dcgan"
     steps: int | None = None  # total generator steps of the run (resume counts from the start)
@@ -26,38 +59,47 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # optimisation (the model's paper decides the defaults)
-    optimizer: str = "adam"  # adam | rmsprop | sgd
+    optimizer: Optimizer = Optimizer.ADAM
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0  # L2 on both networks (lung-CT paper: 1e-5)
     lr_drop_at: float | None = None  # fraction of the run after which both lrs are multiplied by lr_drop_factor
     lr_drop_factor: float = 0.5
-    critic_steps: int = 1  # discriminator updates per generator update
-    gp_weight: float = 10.0  # WGAN-GP penalty
+    # generator GANs
+    objective: Objective | None = only_for(None, "gan")  # default: the model paper's (bce, hinge, wgan-clip, wgan-gp, ...)
+    critic_steps: int = only_for(1, "gan")  # discriminator updates per generator update
+    gp_weight: float = only_for(10.0, "gradient-penalty")  # WGAN-GP penalty
     # Lazy penalty (StyleGAN2's lazy regularisation): the gradient penalty on every gp_every-th critic
     # update only, weighted gp_every times, so the average pull is unchanged and its double backward
     # runs 1/gp_every as often. 1 = the papers' penalty on every update.
-    gp_every: int = 1
-    clip: float = 0.01  # WGAN weight clipping
-    z_dim: int = 100
-    z_dist: str = "uniform"  # uniform in [-1, 1] | normal
+    gp_every: int = only_for(1, "gradient-penalty")
+    clip: float = only_for(0.01, "weight-clipping")  # WGAN weight clipping
+    z_dim: int = only_for(100, "gan")
+    z_dist: LatentDistribution = only_for(LatentDistribution.UNIFORM, "gan")
     width: float = 1.0  # channel multiplier of both networks
-    ema_decay: float = 0.995  # EMA of generator weights, used for sampling (ramped up from 0 early on)
-    augment: str | None = None  # classic preset applied online to real images (on the device)
-    # refiners (brain-MRI paper, Tables 2 and 3); generators ignore these
-    lr_halve_every: int | None = None  # halve both lrs every N steps (UNIT/MUNIT: every 20k of 100k)
-    pretrain_steps: int = 0  # SimGAN: first refiner steps on the self-regulariser alone (paper: 500)
-    refiner_steps: int = 1  # SimGAN: refiner updates per discriminator update (paper: 5)
-    history_size: int = 0  # SimGAN: refined images kept for the discriminator (0 = no history buffer)
-    reg_weight: float = 5e-5  # SimGAN: lambda of the L1 self-regulariser, summed over pixels as in Shrivastava et al.
-    gan_weight: float = 1.0  # UNIT/MUNIT: adversarial (LSGAN) term
-    recon_weight: float = 10.0  # UNIT/MUNIT: within-domain image reconstruction (L1)
-    kl_weight: float = 0.01  # UNIT/MUNIT: KL of the latent code of the reconstruction stream
-    cycle_weight: float = 10.0  # UNIT/MUNIT: cycle reconstruction (L1)
-    cycle_kl_weight: float = 0.01  # UNIT/MUNIT: KL of the latent code of the cycle stream
-    perceptual_weight: float = 1.0  # UNIT/MUNIT: domain-invariant perceptual term (used only with perceptual_weights)
-    perceptual_weights: str | None = None  # UNIT/MUNIT: torchvision VGG-19 ImageNet state_dict (.pth); never downloaded
+    ema_decay: float = only_for(0.995, "gan")  # EMA of generator weights, used for sampling (ramped up from 0 early on)
+    augment: str | None = only_for(None, "gan")  # classic preset applied online to real images (on the device)
+    # data-efficient training (small sets): what the discriminator sees and how it is regularised
+    diffaug: str | None = only_for(None, "gan", "refiner")  # DiffAugment policy, e.g. "color,translation,cutout" (Zhao et al. 2020)
+    ada_target: float | None = only_for(None, "gan")  # ADA: adapt the augmentation probability p so E[sign D(real)] -> target (0.6)
+    ada_kimg: float = only_for(100.0, "gan")  # ADA: thousands of images for p to move from 0 to 1 (StyleGAN2-ADA: 500)
+    r1: float = only_for(0.0, "gan")  # R1 penalty weight gamma: gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018)
+    r1_every: int = only_for(16, "gan")  # lazy R1: every r1_every-th critic update, weighted to match (StyleGAN2)
+    spectral_norm: bool = only_for(False, "gan", "refiner")  # spectral normalisation of the discriminator's weights (Miyato et al. 2018)
+    # refiners (brain-MRI paper, Tables 2 and 3)
+    lr_halve_every: int | None = only_for(None, "refiner")  # halve both lrs every N steps (UNIT/MUNIT: every 20k of 100k)
+    pretrain_steps: int = only_for(0, "simgan")  # SimGAN: first refiner steps on the self-regulariser alone (paper: 500)
+    refiner_steps: int = only_for(1, "simgan")  # SimGAN: refiner updates per discriminator update (paper: 5)
+    history_size: int = only_for(0, "simgan")  # SimGAN: refined images kept for the discriminator (0 = no history buffer)
+    reg_weight: float = only_for(5e-5, "simgan")  # SimGAN: lambda of the L1 self-regulariser, summed over pixels as in Shrivastava et al.
+    gan_weight: float = only_for(1.0, "unit")  # UNIT/MUNIT: adversarial (LSGAN) term
+    recon_weight: float = only_for(10.0, "unit")  # UNIT/MUNIT: within-domain image reconstruction (L1)
+    kl_weight: float = only_for(0.01, "unit")  # UNIT/MUNIT: KL of the latent code of the reconstruction stream
+    cycle_weight: float = only_for(10.0, "unit")  # UNIT/MUNIT: cycle reconstruction (L1)
+    cycle_kl_weight: float = only_for(0.01, "unit")  # UNIT/MUNIT: KL of the latent code of the cycle stream
+    perceptual_weight: float = only_for(1.0, "unit")  # UNIT/MUNIT: domain-invariant perceptual term (used only with perceptual_weights)
+    perceptual_weights: str | None = only_for(None, "unit")  # UNIT/MUNIT: torchvision VGG-19 ImageNet state_dict (.pth); never downloaded
     # data
     size: int | None = None  # image side the model works at; default: the data's
     channels: int | None = None  # 1 or 3; default: the data's
@@ -67,18 +109,14 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 25
     grid_every: int = 250
-    amp: bool = True  # bf16 autocast where bf16 is native (CUDA 8.0+ GPUs; CPUs with AVX512-BF16 or AMX), else float32
+    amp: bool = only_for(True, "gan")  # bf16 autocast where bf16 is native (CUDA 8.0+ GPUs; CPUs with AVX512-BF16 or AMX), else float32
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give steps or epochs, not both")
-        for name in ("batch", "critic_steps", "gp_every", "ckpt_every", "log_every", "grid_every", "z_dim"):
+        for name in ("batch", "critic_steps", "gp_every", "r1_every", "ckpt_every", "log_every", "grid_every", "z_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.optimizer not in ("adam", "rmsprop", "sgd"):
-            raise ConfigError(f"optimizer must be adam, rmsprop or sgd, got {self.optimizer!r}")
-        if self.z_dist not in ("uniform", "normal"):
-            raise ConfigError(f"z_dist must be uniform or normal, got {self.z_dist!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.width <= 0:
@@ -87,6 +125,33 @@ class TrainConfig:
             raise ConfigError("refiner_steps must be at least 1, pretrain_steps and history_size at least 0")
         if self.lr_halve_every is not None and self.lr_halve_every < 1:
             raise ConfigError(f"lr_halve_every must be at least 1, got {self.lr_halve_every}")
+        if self.ada_target is not None and not 0.0 < self.ada_target < 1.0:
+            raise ConfigError(f"ada_target must be in (0, 1) (StyleGAN2-ADA: 0.6), got {self.ada_target}")
+        if self.ada_kimg <= 0 or self.r1 < 0:
+            raise ConfigError("ada_kimg must be positive and r1 at least 0")
+
+
+FAMILY_NAMES = {
+    "gan": "generator GANs", "refiner": "refiners (simgan, unit, munit)", "simgan": "simgan",
+    "unit": "unit and munit", "gradient-penalty": "the wgan-gp objectives", "weight-clipping": "the wgan-clip objective",
+}
+
+
+def check_family_keys(values: dict[str, Any], families: frozenset[str], model: str, cls: type = TrainConfig) -> None:
+    """Refuse keys that only other families read (e.g. cycle_weight on dcgan): they would be ignored.
+
+    Args:
+        values: the keys the user gave (config file, --set, flags, a study entry), not the model's defaults.
+        families: the tags of the chosen model and objective.
+        model: the model's name, for the message.
+    """
+    owners = {f.name: f.metadata.get("families", ()) for f in fields(cls)}
+    for key in values:
+        wanted = owners.get(key, ())
+        if wanted and not families.intersection(wanted):
+            readers = " or ".join(FAMILY_NAMES.get(w, w) for w in wanted)
+            raise ConfigError(f"{key} is a setting of {readers}; {model} does not use it (drop it, or choose "
+                              f"a model that does: `medsyn models`)")
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -104,6 +169,12 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if len(items) != len(inner):
             raise ConfigError(f"{name} takes {len(inner)} values, got {value!r}")
         return tuple(_coerce(name, v, t) for v, t in zip(items, inner))
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        try:
+            return hint(str(value).lower())
+        except ValueError:
+            choices = ", ".join(member.value for member in hint)
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}") from None
     try:
         if hint is bool:
             if isinstance(value, bool):
@@ -179,5 +250,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def to_dict(config) -> dict[str, Any]:
+    """Plain YAML/JSON types (tuples as lists, enums as their strings), as saved in every run."""
     out = dataclasses.asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return {k: list(v) if isinstance(v, tuple) else v.value if isinstance(v, Enum) else v for k, v in out.items()}

@@ -21,7 +21,8 @@ from medsyn.errors import DataError, RunError
 from medsyn.imageio import atomic_dir, class_dir_name, ensure_new_dir, save_grid, write_image_folder
 from medsyn.train.batches import step_seed
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
-from medsyn.train.refine_loop import build_translators
+from medsyn.models.base import Role
+from medsyn.train.refiner import build_translators
 from medsyn.train.setup import resolve_config, resolve_device
 
 STYLE_STREAM = 2000  # seeds the per-image MUNIT style codes
@@ -46,10 +47,10 @@ def load_refiner(run_dir: str | Path, device: str = "auto") -> LoadedRefiner:
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir)
     model = state["model"]
-    if model.get("role") != "refiner":
+    if model.get("role") != Role.REFINER:
         raise RunError(f"{run_dir}: a {model['name']} generator run; `medsyn refine` needs a refiner run "
                        "(simgan, unit, munit); use `medsyn sample` for generators")
-    cfg, spec = resolve_config(state["config"])
+    cfg, spec = resolve_config(state["config"], user_layers=0)  # as the run saved it
     groups = model["num_classes"] if model["per_class"] else 1
     torch_device = resolve_device(device)
     translators = build_translators(spec, cfg, model["size"], model["channels"], groups)

@@ -11,8 +11,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from medsyn import atomic
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
+from medsyn.models.base import GeneratorInputs, Role
 from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
 from medsyn.train.batches import SourcePool, step_seed
 from medsyn.train.distributed import Distributed, from_environment, initialise
@@ -54,16 +56,16 @@ def load_generator(run_dir: str | Path, device: str = "auto", source_data: str |
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir)
     model = state["model"]
-    if model.get("role") == "refiner":
+    if model.get("role") == Role.REFINER:
         raise RunError(f"{run_dir}: a {model['name']} refiner run makes no images of its own; apply it with "
                        f"`medsyn refine {run_dir} --input SYNTHETIC_DIR --out DIR`")
-    cfg, spec = resolve_config(state["config"])
+    cfg, spec = resolve_config(state["config"], user_layers=0)  # as the run saved it
     nets = build_networks(spec, cfg, model["size"], model["channels"], model["num_classes"])
     nets.generator.load_state_dict(state["generator_ema"])
     torch_device = resolve_device(device)
     generator = nets.generator.to(torch_device)
     pool, names = None, None
-    if spec.image_input:
+    if spec.inputs is GeneratorInputs.SAME_CLASS_PAIRS:
         real = _source_images(state, cfg, source_data)
         pool = SourcePool(torch.from_numpy(real.images).to(torch_device) * 2 - 1, torch.from_numpy(real.labels),
                           model["num_classes"])
@@ -172,16 +174,18 @@ def synthesis_positions(loaded: LoadedGenerator, n_per_class: int, rank: int, wo
 
 
 def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_class: int, fmt: str = "png", seed: int = 0,
-                  device: str = "auto", on_batch: Callable[[int], None] | None = None) -> Path:
+                  device: str = "auto", on_batch: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
     """Sample a run (its folder, or a generator already loaded from it) into ``out``.
 
     Writes class folders of PNG (or samples.npz), manifest.csv and a grid per class, atomically.
+    A non-empty ``out`` is refused, or with ``overwrite`` replaced only once the new set is complete.
     """
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format must be png or npz, got {fmt!r}")
     if n_per_class < 1:
         raise ConfigError(f"--n-per-class must be at least 1, got {n_per_class}")
-    ensure_new_dir(out)
+    if not overwrite:
+        ensure_new_dir(out)
     ctx, device = join_ranks(device)
     loaded = run if isinstance(run, LoadedGenerator) else load_generator(run, device)
     images, labels = synthesize(loaded, n_per_class, seed, on_batch=on_batch, rank=ctx.rank, world_size=ctx.world_size)
@@ -198,7 +202,7 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
         for k in range(loaded.model["num_classes"]):
             for i, src in enumerate(source_indices(loaded, k, n_per_class, seed).tolist()):
                 rows[k * n_per_class + i]["source"] = loaded.source_names[src]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         if fmt == "png":
             write_image_folder(tmp, images, labels, names, bit_depth=bit_depth, rows=rows, stem="syn")
         else:
@@ -234,9 +238,8 @@ def gather_on_main(ctx: Distributed, out: Path, loaded: LoadedGenerator, n_per_c
     dist.broadcast_object_list(name, src=0)
     scratch = out.parent / name[0]
     scratch.mkdir(parents=True, exist_ok=True)
-    share = scratch / f"rank{ctx.rank:05d}.npy"
-    np.save(share.with_suffix(".tmp.npy"), images)
-    os.replace(share.with_suffix(".tmp.npy"), share)
+    # suffix: np.save appends ".npy" to any other name, which would leave the rename nothing to move
+    atomic.write_with(scratch / f"rank{ctx.rank:05d}.npy", lambda tmp: np.save(tmp, images), suffix=".npy")
     ctx.barrier()
     if not ctx.is_main:
         ctx.barrier()  # matches rank 0's barrier once the folder is written

@@ -15,10 +15,28 @@ from medsyn.errors import ConfigError, DataError
 
 
 class Arm(StrEnum):
+    """The brain-MRI paper's four training sets; the one definition every command and study uses."""
+
     REAL = "real"
     CLASSIC = "classic"
     SYNTHETIC = "synthetic"
     CLASSIC_SYNTHETIC = "classic+synthetic"
+
+    @property
+    def uses_classic(self) -> bool:
+        return self in (Arm.CLASSIC, Arm.CLASSIC_SYNTHETIC)
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC)
+
+    @classmethod
+    def parse(cls, text: str) -> "Arm":
+        """The arm named ``text``; a ConfigError listing the arms otherwise."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise ConfigError(f"unknown arm {text!r}; known: {', '.join(a.value for a in cls)}") from None
 
 
 def arm_for(classic: bool, synthetic: bool) -> Arm:
@@ -118,18 +136,15 @@ def build_arm(
         ConfigError: unknown arm, or a preset/synthetic set missing for the arm.
         DataError: a synthetic set that does not fit the real one, or too small for the volume.
     """
-    try:
-        arm = Arm(arm)
-    except ValueError:
-        raise ConfigError(f"unknown arm {arm!r}; known: {', '.join(a.value for a in Arm)}") from None
+    arm = Arm.parse(arm)
     parts = [real_train]
-    if arm in (Arm.CLASSIC, Arm.CLASSIC_SYNTHETIC):
+    if arm.uses_classic:
         if not classic_preset:
             raise ConfigError(f"arm {arm.value!r} needs a classic augmentation preset")
         from medsyn.augment import augment_dataset
 
         parts = [augment_dataset(real_train, classic_preset, classic_copies, seed=seed, include_original=True)]
-    if arm in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC):
+    if arm.uses_synthetic:
         if synthetic is None:
             raise ConfigError(f"arm {arm.value!r} needs a synthetic image set")
         check_compatible(real_train, synthetic)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from torch import nn
 
+from medsyn.config import Objective
 from medsyn.registry import Registry
 
 
@@ -45,42 +46,97 @@ class Conditioning(StrEnum):
     ALWAYS = "always"  # class-conditional by design
 
 
+class Role(StrEnum):
+    GENERATOR = "generator"  # noise (and labels) -> image: G(z, labels)
+    REFINER = "refiner"  # synthetic image -> refined image (simgan, unit, munit)
+
+
+class GeneratorInputs(StrEnum):
+    """What a training step feeds the networks besides noise and labels."""
+
+    NOISE = "noise"  # G(z, labels); D judges single images
+    SAME_CLASS_PAIRS = "same-class-pairs"  # gaunet: G(z, labels, real source); D judges [anchor, image] pairs
+
+
 NetBuilder = Callable[[ImageSpec, NetOptions], nn.Module]
+GrowthHook = Callable[[nn.Module, int, int], None]  # (network, step, total_steps): progressive growing
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registered GAN: how to build its networks and how the paper trained it.
+    """One registered generator GAN: how to build its networks and how the paper trained it.
 
     Attributes:
         name: registry name used on the command line.
         paper: the paper (and table/section) the defaults follow.
-        objective: name of the loss object in ``medsyn.train.losses`` ("bce", "wgan-clip", "wgan-gp", "acgan").
+        objective: the paper's adversarial objective (``--set objective=...`` may choose another).
         conditioning: whether the networks take labels.
         build_generator, build_discriminator: factories from the data's ImageSpec.
         train_defaults: TrainConfig fields the paper fixes (optimizer, learning rates, batch, ...).
         size_note: callable(size) -> str or "" describing padding/cropping done at that size.
-        image_input: G needs a real image of the same class: it is called ``G(z, labels, sources)``
-            with sources (N, C, S, S) in [-1, 1], and D judges pairs: ``D(cat([anchor, x], 1), labels)``
-            on 2C channels, the anchor another real image of the class.
+        inputs: NOISE, or SAME_CLASS_PAIRS: G is called ``G(z, labels, sources)`` with sources
+            (N, C, S, S) real images of the class in [-1, 1], and D judges pairs:
+            ``D(cat([anchor, x], 1), labels)`` on 2C channels, the anchor another real image of the class.
+        growth: called as ``growth(network, step, total_steps)`` on G, D and the EMA generator before
+            every training step (pggan's progressive growing); None for networks of one fixed shape.
     """
 
     name: str
     paper: str
-    objective: str
+    objective: Objective
     conditioning: Conditioning
     build_generator: NetBuilder
     build_discriminator: NetBuilder
     train_defaults: dict[str, Any] = field(default_factory=dict)
     size_note: Callable[[int], str] = lambda size: ""
-    role: str = "generator"  # "generator": G(z, labels); "refiner": synthetic image -> refined image (simgan, unit, munit)
-    image_input: bool = False
+    inputs: GeneratorInputs = GeneratorInputs.NOISE
+    growth: GrowthHook | None = None
+    role: ClassVar[Role] = Role.GENERATOR
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", Objective(self.objective))  # a typo fails at registration
+
+    @property
+    def families(self) -> frozenset[str]:
+        """Tags of the family-specific config keys this model reads (see config.TrainConfig)."""
+        return frozenset({"gan"})
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+@dataclass(frozen=True)
+class RefinerSpec:
+    """One registered refiner: synthetic image -> refined image (the brain-MRI paper's second step).
+
+    Attributes:
+        name, paper, conditioning, train_defaults: as for ModelSpec.
+        objective: the family's RefinerObjective class (losses, phases, extra state), models/refiners_*.py.
+        build_generator: builds the translator (``translator.refine(images, style)``).
+        build_discriminator: builds the module(s) the objective judges with.
+        family: tag of the family-specific config keys it reads ("simgan", "unit").
+    """
+
+    name: str
+    paper: str
+    objective: Callable[..., Any]
+    conditioning: Conditioning
+    build_generator: NetBuilder
+    build_discriminator: NetBuilder
+    family: str
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    size_note: Callable[[int], str] = lambda size: ""
+    role: ClassVar[Role] = Role.REFINER
+
+    @property
+    def families(self) -> frozenset[str]:
+        return frozenset({"refiner", self.family})
 
 
-def register(spec: ModelSpec) -> ModelSpec:
+AnySpec = ModelSpec | RefinerSpec
+
+
+MODELS: Registry[AnySpec] = Registry("model")
+
+
+def register(spec: AnySpec) -> AnySpec:
     return MODELS.register(spec.name, spec)
 
 

@@ -168,7 +168,7 @@ _register(
 _register(
     "acgan",
     f"{LIVER_PAPER}, Sec. III-C (ACGAN, Odena et al. 2017)",
-    "acgan",
+    "bce",  # plus the class cross-entropy, which every objective adds when D has a classifier head
     Conditioning.ALWAYS,
     lambda spec, options: DCGANDiscriminator(spec, options, auxiliary=True),
     {

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
+from medsyn.models.base import Conditioning, GeneratorInputs, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import (
     DiscriminatorHead,
     LabelConcat,
@@ -292,6 +292,6 @@ register(
             "z_dist": "normal",  # Eq. 1, Algorithm 1 line 11
         },
         size_note=size_note,
-        image_input=True,
+        inputs=GeneratorInputs.SAME_CLASS_PAIRS,
     )
 )

@@ -102,7 +102,6 @@ class Growing(nn.Module):
         self.current_stage = stages - 1
 
     def set_progress(self, step: int, total_steps: int) -> None:
-        """Called by the Trainer at the start of every step."""
         self.set_stage(*progress_at(step, total_steps, self.stages))
 
     def set_stage(self, stage: int, alpha: float = 1.0) -> None:
@@ -297,6 +296,14 @@ class PGGANDiscriminator(Growing):
         return self.head(self.final(hidden), labels)
 
 
+def grow(network: nn.Module, step: int, total_steps: int) -> None:
+    """The spec's growth hook: every grown network in ``network`` (one per class in per-class mode)
+    takes the stage and fade-in of ``step``; the training loop calls it on G, D and the EMA copy."""
+    for module in network.modules():
+        if isinstance(module, Growing):
+            module.set_progress(step, total_steps)
+
+
 def pad_to(images: Tensor, side: int) -> Tensor:
     """Pad to side x side, centred as center_crop cuts; -1 is black in the networks' [-1, 1] range."""
     height, width = images.shape[-2:]
@@ -338,5 +345,6 @@ register(
             "augment": "pggan-crop",  # "random cropping in 0-15 pixels as DA"
         },
         size_note=size_note,
+        growth=grow,
     )
 )

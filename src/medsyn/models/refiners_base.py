@@ -1,4 +1,4 @@
-"""The contract of refiners (synthetic image -> refined image) and the registry of their objectives.
+"""The contract of refiners (synthetic image -> refined image) and of their objectives.
 
 A refiner run trains on two image sets: synthetic images (e.g. a ``medsyn sample`` folder) and
 real ones. The "generator" of a refiner spec is a translator module with
@@ -7,56 +7,54 @@ real ones. The "generator" of a refiner spec is a translator module with
   the same shape; ``style`` is (N, translator.style_dim) for stochastic translators (MUNIT) and
   None otherwise (``style_dim == 0``);
 
-and its "discriminator" is whatever module(s) the family's objective judges with. Everything about
-how the two are trained (losses, phases, buffers) lives in one objective object per family,
-registered in REFINER_OBJECTIVES under ``ModelSpec.objective``; the training loop
-(``medsyn.train.refine_loop``) only calls ``train_step`` and keeps the state.
+and its "discriminator" is whatever module(s) the family's objective judges with. A family's
+objective (``RefinerSpec.objective``) says which updates a step makes, in which order
+(``phases``), and computes each one's loss (``loss``); like the generator GANs' loss objects it
+never touches an optimiser: the trainer (medsyn.train.refiner) owns the optimisers and steps them.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Iterable
+from enum import StrEnum
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from medsyn.config import TrainConfig
-from medsyn.registry import Registry
 
-# (parameters, learning rate) -> optimiser; the loop supplies it, so models/ does not import train/
-MakeOptimizer = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+CriticInput = Callable[[Tensor], Tensor]  # applied to every image batch a discriminator judges (DiffAugment)
+
+
+class Phase(StrEnum):
+    TRANSLATOR = "translator"  # an update of the refining network(s): optimiser opt_g
+    DISCRIMINATOR = "discriminator"  # an update of the discriminator(s): optimiser opt_d
 
 
 class RefinerObjective(abc.ABC):
-    """One refiner family's training: owns the translator, discriminator(s), their optimisers and losses.
+    """One refiner family's losses, its update schedule and any training state of its own.
 
     Args:
         translator: the refining network(s), with ``refine`` as in the module docstring.
         discriminator: the network(s) the adversarial terms use.
-        cfg: the run's config (learning rates and the family's weights).
-        make_optimizer: builds an optimiser from parameters and a learning rate.
+        cfg: the run's config (the family's weights and schedule).
+        critic_input: transform applied to every image a discriminator judges, real or refined
+            (DiffAugment with ``diffaug``); the identity by default.
     """
 
-    def __init__(self, translator: nn.Module, discriminator: nn.Module, cfg: TrainConfig, make_optimizer: MakeOptimizer):
+    def __init__(self, translator: nn.Module, discriminator: nn.Module, cfg: TrainConfig,
+                 critic_input: CriticInput | None = None):
         self.translator, self.discriminator, self.cfg = translator, discriminator, cfg
-        self.opt_g = make_optimizer(translator.parameters(), cfg.lr_g)
-        self.opt_d = make_optimizer(discriminator.parameters(), cfg.lr_d)
+        self.critic_input: CriticInput = critic_input if critic_input is not None else (lambda images: images)
         self.notices: list[str] = []  # said once, when the run starts (e.g. a loss term that is off)
 
-    def set_lr_scale(self, scale: float) -> None:
-        for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = base * scale
+    @abc.abstractmethod
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        """The updates of training step ``step``, in the order they run."""
 
     @abc.abstractmethod
-    def train_step(self, step: int, synthetic: Tensor, real: Tensor) -> dict[str, Tensor]:
-        """One training step on a synthetic and a real batch (both in [-1, 1]); returns detached stats."""
-
-    @staticmethod
-    def update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def loss(self, phase: Phase, step: int, synthetic: Tensor, real: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss to minimise, detached stats) of one update on a synthetic and a real batch in [-1, 1]."""
 
     # ---- state: everything a resumed run needs to continue exactly -------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -64,33 +62,7 @@ class RefinerObjective(abc.ABC):
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.translator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "extra": self.extra_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.translator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.load_extra_state(state["extra"])
-
-
-REFINER_OBJECTIVES: Registry[type[RefinerObjective]] = Registry("refiner objective")
-
-
-def register_objective(name: str):
-    def decorate(cls: type[RefinerObjective]) -> type[RefinerObjective]:
-        REFINER_OBJECTIVES.register(name, cls)
-        return cls
-    return decorate
-
-
-def build_objective(name: str, translator: nn.Module, discriminator: nn.Module, cfg: TrainConfig,
-                    make_optimizer: MakeOptimizer) -> RefinerObjective:
-    return REFINER_OBJECTIVES.get(name)(translator, discriminator, cfg, make_optimizer)
+        """Restore what ``extra_state`` returned; families without state of their own have nothing to do."""
 
 
 class ResBlock(nn.Module):

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, frozen, register
+from medsyn.models.base import Conditioning, ImageSpec, NetOptions, RefinerSpec, frozen, register
 from medsyn.models.layers import scale_channels
-from medsyn.models.refiners_base import RefinerObjective, ResBlock, register_objective
+from medsyn.models.refiners_base import Phase, RefinerObjective, ResBlock
 
 REFINER_CHANNELS = 64
 REFINER_BLOCKS = 12
@@ -134,42 +134,45 @@ class HistoryBuffer:
             self.images[: self.count] = state["images"].to(like.device)
 
 
-@register_objective("simgan")
 class SimGANObjective(RefinerObjective):
     """Self-regularised local adversarial refinement with a history buffer (see the module docstring)."""
 
-    def __init__(self, translator, discriminator, cfg, make_optimizer):
-        super().__init__(translator, discriminator, cfg, make_optimizer)
+    def __init__(self, translator, discriminator, cfg, critic_input=None):
+        super().__init__(translator, discriminator, cfg, critic_input)
         self.history = HistoryBuffer(cfg.history_size)
-        self.last_d_stats: dict[str, Tensor] = {}
+        self.last_d_stats: dict[str, Tensor] = {}  # shown on steps without a discriminator update too
         self.d_updates = 0
+        self._refined: Tensor | None = None  # this step's refined batch, judged again by the D update
 
-    def phase(self, step: int) -> tuple[bool, bool]:
-        """(adversarial, update_discriminator) at a step: both off while pretraining the refiner."""
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        """The refiner every step; the discriminator after every refiner_steps-th refiner update once
+        the regulariser-only pretraining is over (the refined images it judges are the refiner's)."""
         adversarial = step >= self.cfg.pretrain_steps
         update_d = adversarial and (step - self.cfg.pretrain_steps) % self.cfg.refiner_steps == self.cfg.refiner_steps - 1
-        return adversarial, update_d
+        return (Phase.TRANSLATOR, Phase.DISCRIMINATOR) if update_d else (Phase.TRANSLATOR,)
 
-    def train_step(self, step: int, synthetic: Tensor, real: Tensor) -> dict[str, Tensor]:
-        adversarial, update_d = self.phase(step)
+    def loss(self, phase, step, synthetic, real):
+        if phase is Phase.TRANSLATOR:
+            return self._refiner_loss(step, synthetic)
+        fakes = self.history.mix(self._refined)
+        judge = lambda images: self.discriminator(self.critic_input(images))  # noqa: E731
+        loss_d = patch_cross_entropy(judge(real), REAL) + patch_cross_entropy(judge(fakes), REFINED)
+        self.d_updates += 1
+        self.last_d_stats = {"loss_d": loss_d.detach()}
+        return loss_d, dict(self.last_d_stats)
+
+    def _refiner_loss(self, step: int, synthetic: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         refined = self.translator(synthetic)
+        self._refined = refined.detach()
         regulariser = (refined - synthetic).abs().flatten(1).sum(1).mean()
         loss_r = self.cfg.reg_weight * regulariser
         stats = {"reg_l1": regulariser.detach() / synthetic[0].numel()}  # per pixel, readable at any size
-        if adversarial:
+        if step >= self.cfg.pretrain_steps:
             with frozen(self.discriminator):
-                realism = patch_cross_entropy(self.discriminator(refined), REAL)
+                realism = patch_cross_entropy(self.discriminator(self.critic_input(refined)), REAL)
             loss_r = loss_r + realism
             stats["loss_realism"] = realism.detach()
-        self.update(self.opt_g, loss_r)
-        stats["loss_r"] = loss_r.detach()
-        if update_d:
-            fakes = self.history.mix(refined)
-            loss_d = patch_cross_entropy(self.discriminator(real), REAL) + patch_cross_entropy(self.discriminator(fakes), REFINED)
-            self.update(self.opt_d, loss_d)
-            self.d_updates += 1
-            self.last_d_stats = {"loss_d": loss_d.detach()}
-        return {**stats, **self.last_d_stats}
+        return loss_r, {**stats, "loss_r": loss_r.detach(), **self.last_d_stats}
 
     def extra_state(self) -> dict[str, Any]:
         return {"history": self.history.state_dict(), "d_updates": self.d_updates,
@@ -182,13 +185,14 @@ class SimGANObjective(RefinerObjective):
         self.last_d_stats = {k: v.to(like.device) for k, v in state["last_d_stats"].items()}
 
 
-register(ModelSpec(
+register(RefinerSpec(
     name="simgan",
     paper=f"{BRAIN_PAPER}, Table 3 (SimGAN refiner, Shrivastava et al. 2017; one per class)",
-    objective="simgan",
+    objective=SimGANObjective,
     conditioning=Conditioning.OPTIONAL,  # one refiner per class (the paper's), or one for all classes
     build_generator=SimGANRefiner,
     build_discriminator=LocalDiscriminator,
+    family="simgan",
     train_defaults={
         "per_class": True,  # "we further refine ... tumor/non-tumor images separately"
         "optimizer": "sgd",  # "without momentum"
@@ -202,5 +206,4 @@ register(ModelSpec(
         "reg_weight": 5e-5,
         "history_size": 1000,  # Shrivastava et al. give no size; 100 batches of 10 here
     },
-    role="refiner",
 ))

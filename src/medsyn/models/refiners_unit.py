@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, frozen, register
+from medsyn.models.base import Conditioning, ImageSpec, NetOptions, RefinerSpec, frozen, register
 from medsyn.models.layers import scale_channels
-from medsyn.models.refiners_base import REFINER_OBJECTIVES, RefinerObjective, ResBlock, register_objective
+from medsyn.models.refiners_base import Phase, RefinerObjective, ResBlock
 from medsyn.models.refiners_perceptual import OFF_NOTICE, PerceptualLoss, load_vgg19_features
 from medsyn.models.refiners_simgan import BRAIN_PAPER
 
@@ -201,12 +201,11 @@ def kl(content: Tensor) -> Tensor:
     return content.pow(2).mean()
 
 
-@register_objective("unit")
 class UnitObjective(RefinerObjective):
     """UNIT's loss (Liu et al. 2017, with the perceptual term of the authors' repository), for both models."""
 
-    def __init__(self, translator, discriminator, cfg, make_optimizer):
-        super().__init__(translator, discriminator, cfg, make_optimizer)
+    def __init__(self, translator, discriminator, cfg, critic_input=None):
+        super().__init__(translator, discriminator, cfg, critic_input)
         self.perceptual: PerceptualLoss | None = None
         if cfg.perceptual_weights and cfg.perceptual_weight > 0:
             device = next(translator.parameters()).device
@@ -230,7 +229,7 @@ class UnitObjective(RefinerObjective):
 
     def losses(self, x_a: Tensor, x_b: Tensor) -> dict[str, Tensor]:
         """The unweighted terms of the translator's loss."""
-        t, D = self.translations(x_a, x_b), self.discriminator
+        t, D, judged = self.translations(x_a, x_b), self.discriminator, self.critic_input
         terms = {
             "recon": F.l1_loss(t["x_aa"], x_a) + F.l1_loss(t["x_bb"], x_b),
             "kl": kl(t["h_a"]) + kl(t["h_b"]),
@@ -238,29 +237,32 @@ class UnitObjective(RefinerObjective):
             "cycle_kl": kl(t["h_ab"]) + kl(t["h_ba"]),
         }
         with frozen(D):
-            terms["gan"] = lsgan_g(D["synthetic"], t["x_ba"]) + lsgan_g(D["real"], t["x_ab"])
+            terms["gan"] = lsgan_g(D["synthetic"], judged(t["x_ba"])) + lsgan_g(D["real"], judged(t["x_ab"]))
         if self.perceptual is not None:  # each translation keeps its source's content
             terms["perceptual"] = self.perceptual(t["x_ba"], x_b) + self.perceptual(t["x_ab"], x_a)
         return terms
 
-    def train_step(self, step: int, synthetic: Tensor, real: Tensor) -> dict[str, Tensor]:
-        cfg, D, T = self.cfg, self.discriminator, self.translator
-        with torch.no_grad():  # discriminator update first, on fresh translations (as the authors' trainer)
-            syn, rl = T.domains["synthetic"], T.domains["real"]
-            x_ba = syn.decode(sample_latent(rl.encode(real)), T.random_style(len(real), real))
-            x_ab = rl.decode(sample_latent(syn.encode(synthetic)), T.random_style(len(synthetic), synthetic))
-        loss_d = cfg.gan_weight * (lsgan_d(D["synthetic"], x_ba, synthetic) + lsgan_d(D["real"], x_ab, real))
-        self.update(self.opt_d, loss_d)
+    def phases(self, step: int) -> tuple[Phase, ...]:
+        # the discriminators first, on fresh translations, then the translator (as the authors' trainer)
+        return Phase.DISCRIMINATOR, Phase.TRANSLATOR
+
+    def loss(self, phase, step, synthetic, real):
+        cfg, D, T, judged = self.cfg, self.discriminator, self.translator, self.critic_input
+        if phase is Phase.DISCRIMINATOR:
+            with torch.no_grad():
+                syn, rl = T.domains["synthetic"], T.domains["real"]
+                x_ba = syn.decode(sample_latent(rl.encode(real)), T.random_style(len(real), real))
+                x_ab = rl.decode(sample_latent(syn.encode(synthetic)), T.random_style(len(synthetic), synthetic))
+            loss_d = cfg.gan_weight * (lsgan_d(D["synthetic"], judged(x_ba), judged(synthetic))
+                                       + lsgan_d(D["real"], judged(x_ab), judged(real)))
+            return loss_d, {"loss_d": loss_d.detach()}
         terms = self.losses(synthetic, real)
         weights = {"recon": cfg.recon_weight, "kl": cfg.kl_weight, "cycle": cfg.cycle_weight,
                    "cycle_kl": cfg.cycle_kl_weight, "gan": cfg.gan_weight, "perceptual": cfg.perceptual_weight}
         loss_g = sum(weights[k] * v for k, v in terms.items())
-        self.update(self.opt_g, loss_g)
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return loss_g, {"loss_g": loss_g.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
-# The paper trained MUNIT's networks with the UNIT loss ("we do not need the style loss").
-REFINER_OBJECTIVES.register("munit", UnitObjective)
 
 UNIT_DEFAULTS = {
     "per_class": True,  # tumour and non-tumour images were refined separately
@@ -278,24 +280,25 @@ UNIT_DEFAULTS = {
     "perceptual_weight": 1.0,
 }
 
-register(ModelSpec(
+register(RefinerSpec(
     name="unit",
     paper=f"{BRAIN_PAPER}, Table 2 with UNIT's shared latent and loss (Liu et al. 2017), as the paper trained it",
-    objective="unit",
+    objective=UnitObjective,
+    family="unit",
     conditioning=Conditioning.OPTIONAL,
     build_generator=Translator,
     build_discriminator=DomainCritics,
     train_defaults=UNIT_DEFAULTS,
-    role="refiner",
 ))
 
-register(ModelSpec(
+# The paper trained MUNIT's networks with the UNIT loss ("we do not need the style loss").
+register(RefinerSpec(
     name="munit",
     paper=f"{BRAIN_PAPER}, Table 2 (MUNIT, Huang et al. 2018: AdaIN decoder, style codes; UNIT loss)",
-    objective="munit",
+    objective=UnitObjective,
+    family="unit",
     conditioning=Conditioning.OPTIONAL,
     build_generator=lambda spec, options: Translator(spec, options, style_dim=STYLE_DIM),
     build_discriminator=DomainCritics,
     train_defaults=UNIT_DEFAULTS,
-    role="refiner",
 ))

@@ -8,8 +8,9 @@ from typing import Any
 
 from medsyn.config import build_config, check_keys, load_yaml
 from medsyn.errors import ConfigError
+from medsyn.evaluate.arms import Arm
 
-ARMS = ("real", "classic", "synthetic", "classic+synthetic")  # the brain-MRI paper's four training sets
+ARMS = tuple(Arm)  # the brain-MRI paper's four training sets, all by default
 SPLIT_KINDS = ("source", "patient", "kfold")
 
 
@@ -52,8 +53,9 @@ class GeneratorSection:
             raise ConfigError(f"generator {self.name!r}: give exactly one of model (train here) or run (load)")
         if self.refiner is not None:
             from medsyn.models import MODELS
+            from medsyn.models.base import Role
 
-            if MODELS.get(self.refiner).role != "refiner":
+            if MODELS.get(self.refiner).role is not Role.REFINER:
                 raise ConfigError(f"generator {self.name!r}: refiner {self.refiner!r} is a generator, not a refiner "
                                   "(simgan, unit, munit)")
 
@@ -99,7 +101,7 @@ class StudyConfig:
     generators: tuple[GeneratorSection, ...]
     classifiers: tuple[ClassifierSection, ...]
     classic: ClassicSection = ClassicSection()
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[Arm, ...] = ARMS
     volumes: tuple[float, ...] = (1.0,)  # synthetic images per class, as a multiple of the real per-class count
     seeds: tuple[int, ...] = (0,)
     fid: FidSection = FidSection()
@@ -109,13 +111,11 @@ class StudyConfig:
     base_dir: str = "."  # folder of the YAML (relative data paths start here); set by load_study
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown:
-            raise ConfigError(f"arms: unknown arm {unknown[0]!r} (known: {', '.join(ARMS)})")
-        uses_classic = any("classic" in a for a in self.arms)
+        object.__setattr__(self, "arms", tuple(Arm.parse(a) for a in self.arms))
+        uses_classic = any(a.uses_classic for a in self.arms)
         if uses_classic and not self.classic.preset:
             raise ConfigError("arms include classic augmentation but classic.preset is not set")
-        if any("synthetic" in a for a in self.arms) and not self.generators:
+        if any(a.uses_synthetic for a in self.arms) and not self.generators:
             raise ConfigError("arms include synthetic images but no generators are listed")
         if not self.classifiers:
             raise ConfigError("classifiers: list at least one")

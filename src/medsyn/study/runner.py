@@ -16,7 +16,8 @@ import numpy as np
 
 from medsyn.data import load_source
 from medsyn.data.types import LabeledImages
-from medsyn.errors import RunError
+from medsyn.errors import ConfigError, RunError
+from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
 from medsyn.study.folds import Fold, load_study_data, make_folds, write_fold_npz
 from medsyn.study.store import UnitStore
@@ -30,7 +31,7 @@ class StudyInterrupted(Exception):
 
 @dataclass(frozen=True)
 class ArmSpec:
-    arm: str  # real | classic | synthetic | classic+synthetic
+    arm: Arm
     generator: str | None = None
     volume: float | None = None
 
@@ -46,7 +47,7 @@ class ArmSpec:
 def arm_specs(cfg: StudyConfig) -> list[ArmSpec]:
     specs = []
     for arm in cfg.arms:
-        if "synthetic" in arm:
+        if arm.uses_synthetic:
             specs += [ArmSpec(arm, g.name, v) for g in cfg.generators for v in cfg.volumes]
         else:
             specs.append(ArmSpec(arm))
@@ -88,6 +89,7 @@ class StudyRunner:
         for clf in self.cfg.classifiers:
             CLASSIFIERS.get(clf.name)
         self._check_generators()
+        self._check_configs()
         self._check_same_study()
 
     def _check_same_study(self) -> None:
@@ -124,6 +126,36 @@ class StudyRunner:
                 MODELS.get(gen.model)
             elif not (Path(self._resolve(gen.run)) / "checkpoint.pt").is_file():
                 raise RunError(f"{gen.run}: generator {gen.name!r} names a run folder without checkpoint.pt")
+
+    def _check_configs(self) -> None:
+        """Every entry's training config and every classifier's config, resolved before the first unit:
+        a typo in the last entry's ``set`` fails now, not hours into the study."""
+        from medsyn.models.classifiers import resolve_classifier_config
+        from medsyn.train.setup import resolve_config
+
+        for gen in self.cfg.generators:
+            entries = [("", self._generator_settings(gen), gen.steps)] if gen.model else []
+            if gen.refiner:
+                entries.append((f" refiner {gen.refiner}", self._refiner_settings(gen), gen.refiner_steps))
+            for what, settings, steps in entries:
+                try:
+                    resolve_config(*self._run_layers(settings, steps))
+                except ConfigError as err:
+                    raise ConfigError(f"generator {gen.name!r}{what}: {err}") from None
+        for clf in self.cfg.classifiers:
+            try:
+                resolve_classifier_config(clf.name, dict(clf.set), clf.epochs)
+            except ConfigError as err:
+                raise ConfigError(f"classifier {clf.name!r}: {err}") from None
+
+    def _generator_settings(self, gen) -> dict:
+        return {"model": gen.model, "per_class": gen.per_class, **gen.set}
+
+    def _refiner_settings(self, gen) -> dict:
+        return {"model": gen.refiner, **gen.refiner_set}
+
+    def _run_layers(self, settings: dict, steps: int) -> list[dict]:
+        return [settings, {"steps": steps, "device": self.cfg.device}]
 
     def _resolve(self, path: str) -> str:
         candidate = Path(self.cfg.base_dir) / path
@@ -205,7 +237,7 @@ class StudyRunner:
 
         refiner_dir, refined_dir = self._refiner_paths(gen, fold.index)
         if not self._generator_finished(refiner_dir, gen.refiner_steps):
-            self._train_run(f"{gen.name} refiner {gen.refiner}", {"model": gen.refiner, **gen.refiner_set},
+            self._train_run(f"{gen.name} refiner {gen.refiner}", self._refiner_settings(gen),
                             gen.refiner_steps, fold, refiner_dir, refine_source=samples)
         if not (refined_dir / "manifest.csv").is_file():
             self.on_unit(f"refine {gen.name} fold {fold.index} with {gen.refiner}")
@@ -224,14 +256,14 @@ class StudyRunner:
         return state.is_file() and json.loads(state.read_text()).get("step", 0) >= steps
 
     def _train_generator(self, gen, fold: Fold, run_dir: Path) -> None:
-        self._train_run(gen.name, {"model": gen.model, "per_class": gen.per_class, **gen.set}, gen.steps, fold, run_dir)
+        self._train_run(gen.name, self._generator_settings(gen), gen.steps, fold, run_dir)
 
     def _train_run(self, label: str, settings: dict, steps: int, fold: Fold, run_dir: Path,
                    refine_source: str | None = None) -> None:
         from medsyn.train.run import DataOptions, execute_run, prepare_run
 
         data_file = write_fold_npz(fold.train, self.out / "folds" / f"fold{fold.index}_train.npz")
-        layers = [settings, {"steps": steps, "device": self.cfg.device}]
+        layers = self._run_layers(settings, steps)
         resume = (run_dir / "checkpoint.pt").is_file()
         self.on_unit(f"train {label} fold {fold.index} ({steps} steps{', resuming' if resume else ''})")
         options = None if resume else DataOptions(str(data_file), refine_source=refine_source)
@@ -298,7 +330,7 @@ class StudyRunner:
                   "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
                   "test_index": fold.test_index, "y_true": fold.test.labels, "proba": proba,
                   "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None)}
-        if spec.arm == "real":
+        if spec.arm is Arm.REAL:
             result["fidelity"] = self._fidelity(trained, fold)
             if fold.index == 0 and seed == self.cfg.seeds[0] and clf.name == self.cfg.classifiers[0].name and self.cfg.tsne:
                 result["tsne"] = self._tsne(trained, fold, seed)

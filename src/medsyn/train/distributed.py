@@ -63,6 +63,14 @@ class Distributed:
         dist.all_reduce(stacked)
         return dict(zip(values, stacked / self.world_size))
 
+    def sum(self, tensor: Tensor) -> Tensor:
+        """The sum of ``tensor`` over ranks (a copy; itself when single-process)."""
+        if not self.enabled:
+            return tensor
+        total = tensor.detach().clone()
+        dist.all_reduce(total)
+        return total
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank when it is True on one (a Ctrl-C that reached only some ranks)."""
         if not self.enabled:
@@ -162,9 +170,9 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        # Through the Function again, not a bare all_reduce: penalties that differentiate a gradient
+        # (R1, WGAN-GP) backpropagate through this backward too, and need its own gradient.
+        return _AllReduceSum.apply(grad)
 
 
 def convert_batch_norm(module: nn.Module) -> nn.Module:
@@ -183,16 +191,19 @@ def convert_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def data_parallel(module: nn.Module, ctx: Distributed, device: torch.device) -> nn.Module:
-    """``module`` wrapped for gradient averaging across ranks (itself when single-process)."""
+def data_parallel(module: nn.Module, ctx: Distributed, device: torch.device, find_unused_parameters: bool = False
+                  ) -> nn.Module:
+    """``module`` wrapped for gradient averaging across ranks (itself when single-process).
+
+    ``find_unused_parameters``: progressive networks (pggan) leave the layers of later stages without
+    gradients until they grow in; DDP must then look for unused parameters each step instead of
+    waiting for them.
+    """
     if not ctx.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     convert_batch_norm(module)
-    # Progressive networks (pggan) leave the layers of later stages without gradients until they
-    # grow in; DDP must then look for unused parameters each step instead of waiting for them.
-    growing = any(hasattr(m, "set_progress") for m in module.modules())
     # Buffers are not broadcast: synced batch norm already gives every rank the same statistics.
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                   forward_sync_buffers=False, find_unused_parameters=growing)
+                                   forward_sync_buffers=False, find_unused_parameters=find_unused_parameters)

@@ -1,141 +1,219 @@
-"""One loss object per GAN objective. The loop only calls ``d_loss``, ``g_loss`` and ``after_d_step``.
+"""One loss object per GAN objective; the trainer calls ``d_loss``, ``g_loss`` and ``after_d_step``.
 
-Discriminators return ``(score, class_logits)``; ``score`` is a logit for the BCE objectives
-(the papers' final sigmoid lives here, in ``softplus``, for numerical stability) and a critic
-value for the Wasserstein objectives.
+Discriminators return ``(score, class_logits)``; ``score`` is a logit for BCE (the papers' final
+sigmoid lives here, in ``softplus``, for numerical stability), a margin score for hinge and a critic
+value for the Wasserstein objectives. Terms that do not depend on the objective are added by the
+base class: the auxiliary class cross-entropy whenever the discriminator has a classifier head
+(ACGAN, Odena et al. 2017) and the R1 penalty when ``r1`` > 0.
+
+Nothing is set on a loss object from outside: what changes from one update to the next (which
+critic update this is, how the batch is sharded under torchrun) arrives as a ``StepContext``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from medsyn.config import Objective, TrainConfig
 from medsyn.registry import Registry
 from medsyn.train.distributed import SINGLE, Distributed
 
-
-class GanLoss:
-    """Base: the non-saturating GAN of Goodfellow et al. (BCE), used by dcgan, gan, cgan, lungct-gan."""
-
-    # Under torchrun each rank holds a shard of the global batch; the Trainer sets these so that
-    # noise a loss draws per sample is drawn for the global batch and sharded the same way.
-    ctx: Distributed = SINGLE
-    blocks: int = 1
-    update: int = 0  # index of the critic update in the run (step x critic_steps + phase); the loop sets it
-
-    def uniform_per_sample(self, like: Tensor) -> Tensor:
-        """U[0, 1) of shape (N, 1, 1, 1) for this rank's N samples, as a one-process run draws them."""
-        full = torch.rand(like.shape[0] * self.ctx.world_size, 1, 1, 1, device=like.device, dtype=like.dtype)
-        return self.ctx.shard(full, self.blocks)
-
-    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        real_score, _ = D(real, labels)
-        fake_score, _ = D(fake, labels)
-        loss = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
-        return loss, {"loss_d": loss.detach(), "d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
-
-    def g_loss(self, D: nn.Module, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        fake_score, _ = D(fake, labels)
-        loss = F.softplus(-fake_score).mean()  # non-saturating: maximise log D(G(z))
-        return loss, {"loss_g": loss.detach()}
-
-    def after_d_step(self, D: nn.Module) -> None:
-        """Hook after each discriminator update (weight clipping for WGAN)."""
-
-
-class WassersteinClipLoss(GanLoss):
-    """WGAN (Arjovsky et al. 2017), as in the retina paper: critic weights clipped to [-clip, clip]."""
-
-    def __init__(self, clip: float):
-        self.clip = clip
-
-    def d_loss(self, D, real, fake, labels):
-        real_score, _ = D(real, labels)
-        fake_score, _ = D(fake, labels)
-        distance = real_score.mean() - fake_score.mean()
-        return -distance, {"loss_d": -distance.detach(), "w_distance": distance.detach()}
-
-    def g_loss(self, D, fake, labels):
-        fake_score, _ = D(fake, labels)
-        loss = -fake_score.mean()
-        return loss, {"loss_g": loss.detach()}
-
-    @torch.no_grad()
-    def after_d_step(self, D):
-        params = [p for p in D.parameters()]
-        torch._foreach_clamp_min_(params, -self.clip)
-        torch._foreach_clamp_max_(params, self.clip)
-
+Critic = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]  # D as a loss calls it
+Stats = dict[str, Tensor]
 
 DRIFT_WEIGHT = 0.001  # Karras et al. 2018, Appendix A.1: epsilon_drift
 
 
-class WassersteinGPLoss(WassersteinClipLoss):
+@dataclass(frozen=True)
+class StepContext:
+    """Where a discriminator (or generator) update stands in the run.
+
+    Attributes:
+        update: index of the critic update in the run (step x critic_steps + phase); lazy
+            regularisers run when it is a multiple of their interval.
+        dist: the torchrun process this is (SINGLE outside torchrun).
+        blocks: equal blocks in the global batch (one per class in per-class mode), for sharding.
+    """
+
+    update: int = 0
+    dist: Distributed = SINGLE
+    blocks: int = 1
+
+    def uniform(self, n: int, k: int, device: torch.device) -> Tensor:
+        """U[0, 1) of shape (n, k) for this rank's n samples, as a one-process run draws them."""
+        full = torch.rand(n * self.dist.world_size, k, device=device)
+        return self.dist.shard(full, self.blocks)
+
+
+class GanLoss:
+    """Base of every objective: the adversarial terms come from the subclass; this adds the
+    auxiliary classifier and R1 terms, which do not depend on the objective.
+
+    Args:
+        r1: R1 weight gamma (penalty gamma/2 E|grad_x D(x_real)|^2); 0 turns it off.
+        r1_every: compute R1 on every r1_every-th critic update only, weighted r1_every times.
+    """
+
+    def __init__(self, r1: float = 0.0, r1_every: int = 1):
+        self.r1, self.r1_every = r1, r1_every
+
+    # ---- what an objective defines ---------------------------------------------------------------
+    def critic_terms(self, real_score: Tensor, fake_score: Tensor) -> tuple[Tensor, Stats]:
+        raise NotImplementedError
+
+    def generator_term(self, fake_score: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def penalties(self, critic: Critic, real: Tensor, fake: Tensor, labels: Tensor | None, real_score: Tensor,
+                  step: StepContext) -> tuple[Tensor | float, Stats]:
+        """Objective-specific regularisers of the critic (the gradient penalty, the drift term)."""
+        return 0.0, {}
+
+    def after_d_step(self, D: torch.nn.Module) -> None:
+        """Hook after each discriminator update (weight clipping for WGAN)."""
+
+    # ---- what the trainer calls --------------------------------------------------------------------
+    def d_loss(self, critic: Critic, real: Tensor, fake: Tensor, labels: Tensor | None,
+               step: StepContext = StepContext()) -> tuple[Tensor, Stats]:
+        r1_due = self.r1 > 0 and step.update % self.r1_every == 0
+        if r1_due:
+            real = real.detach().requires_grad_(True)
+        real_score, real_cls = critic(real, labels)
+        fake_score, fake_cls = critic(fake, labels)
+        loss, stats = self.critic_terms(real_score, fake_score)
+        penalty, penalty_stats = self.penalties(critic, real, fake, labels, real_score, step)
+        loss = loss + penalty
+        stats.update(penalty_stats)
+        if real_cls is not None:
+            klass = F.cross_entropy(real_cls.float(), labels) + F.cross_entropy(fake_cls.float(), labels)
+            loss = loss + klass
+            stats.update(loss_cls=klass.detach(), d_acc=(real_cls.argmax(1) == labels).float().mean().detach())
+        if r1_due:
+            (grad,) = torch.autograd.grad(real_score.float().sum(), real, create_graph=True)
+            r1 = grad.flatten(1).float().square().sum(1).mean()
+            loss = loss + self.r1 / 2 * self.r1_every * r1
+            stats["r1"] = r1.detach()
+        # mean sign of D on real images: ADA's overfitting heuristic r_t (Karras et al. 2020, Eq. 1)
+        stats["real_sign"] = real_score.detach().float().sign().mean()
+        return loss, {"loss_d": loss.detach(), **stats}
+
+    def g_loss(self, critic: Critic, fake: Tensor, labels: Tensor | None,
+               step: StepContext = StepContext()) -> tuple[Tensor, Stats]:
+        fake_score, fake_cls = critic(fake, labels)
+        loss = self.generator_term(fake_score)
+        if fake_cls is not None:
+            loss = loss + F.cross_entropy(fake_cls.float(), labels)
+        return loss, {"loss_g": loss.detach()}
+
+
+class NonSaturatingLoss(GanLoss):
+    """The GAN of Goodfellow et al. (BCE), as the papers' dcgan, gan, cgan, lungct-gan and acgan use it."""
+
+    def critic_terms(self, real_score, fake_score):
+        loss = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
+        return loss, {"d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
+
+    def generator_term(self, fake_score):
+        return F.softplus(-fake_score).mean()  # non-saturating: maximise log D(G(z))
+
+
+class HingeLoss(GanLoss):
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D pushes real scores above 1 and fakes below -1."""
+
+    def critic_terms(self, real_score, fake_score):
+        loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+        return loss, {"d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
+
+    def generator_term(self, fake_score):
+        return -fake_score.mean()
+
+
+class WassersteinLoss(GanLoss):
+    """The Wasserstein critic objective (Arjovsky et al. 2017); a Lipschitz constraint comes from a subclass."""
+
+    def critic_terms(self, real_score, fake_score):
+        distance = real_score.mean() - fake_score.mean()
+        return -distance, {"w_distance": distance.detach()}
+
+    def generator_term(self, fake_score):
+        return -fake_score.mean()
+
+
+class WeightClippingLoss(WassersteinLoss):
+    """WGAN as in the retina paper: critic weights clipped to [-clip, clip] after every update."""
+
+    def __init__(self, clip: float, **regularisers):
+        super().__init__(**regularisers)
+        self.clip = clip
+
+    @torch.no_grad()
+    def after_d_step(self, D):
+        params = list(D.parameters())
+        torch._foreach_clamp_min_(params, -self.clip)
+        torch._foreach_clamp_max_(params, self.clip)
+
+
+class GradientPenaltyLoss(WassersteinLoss):
     """WGAN-GP (Gulrajani et al. 2017): a penalty on the critic's gradient norm at interpolates.
 
     With ``drift_weight`` > 0 (objective "wgan-gp-drift", pggan) it adds PGGAN's drift penalty
     ``drift_weight * E[D(x_real)^2]`` (Karras et al. 2018, App. A.1): the Wasserstein loss fixes
     only differences of critic values, so they can wander off zero together; the drift term keeps
     them near it. The brain-MRI paper used PGGAN's code.
+
+    Args:
+        gp_weight: lambda of the penalty.
+        drift_weight: epsilon_drift (0: no drift term).
+        gp_every: the penalty on every gp_every-th critic update, weighted gp_every times (lazy).
     """
 
-    def __init__(self, gp_weight: float, drift_weight: float = 0.0, gp_every: int = 1):
+    def __init__(self, gp_weight: float, drift_weight: float = 0.0, gp_every: int = 1, **regularisers):
+        super().__init__(**regularisers)
         self.gp_weight, self.drift_weight, self.gp_every = gp_weight, drift_weight, gp_every
 
-    def d_loss(self, D, real, fake, labels):
-        real_score, _ = D(real, labels)
-        fake_score, _ = D(fake, labels)
-        distance = real_score.mean() - fake_score.mean()
-        loss, stats = -distance, {"w_distance": distance.detach()}
-        if self.update % self.gp_every == 0:  # lazy: every gp_every-th critic update, weighted to match
-            penalty = self.gradient_penalty(D, real, fake, labels)
+    def penalties(self, critic, real, fake, labels, real_score, step):
+        loss, stats = 0.0, {}
+        if step.update % self.gp_every == 0:  # lazy: every gp_every-th critic update, weighted to match
+            penalty = self.gradient_penalty(critic, real.detach(), fake, labels, step)
             loss = loss + self.gp_weight * self.gp_every * penalty
             stats["gp"] = penalty.detach()
         if self.drift_weight:
             drift = real_score.float().square().mean()
             loss = loss + self.drift_weight * drift
             stats["drift"] = drift.detach()
-        return loss, {"loss_d": loss.detach(), **stats}
+        return loss, stats
 
-    def gradient_penalty(self, D, real, fake, labels) -> Tensor:
-        alpha = self.uniform_per_sample(real)
+    def gradient_penalty(self, critic: Critic, real: Tensor, fake: Tensor, labels: Tensor | None,
+                         step: StepContext) -> Tensor:
+        alpha = step.uniform(real.shape[0], 1, real.device).to(real.dtype).view(-1, 1, 1, 1)
         mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-        score, _ = D(mixed, labels)
+        score, _ = critic(mixed, labels)
         (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
         return (grad.flatten(1).float().norm(2, dim=1) - 1).square().mean()
 
-    def after_d_step(self, D):
-        pass
+
+LOSSES: Registry[Callable[[TrainConfig, dict], GanLoss]] = Registry("objective")
+LOSSES.register(Objective.BCE, lambda cfg, reg: NonSaturatingLoss(**reg))
+LOSSES.register(Objective.HINGE, lambda cfg, reg: HingeLoss(**reg))
+LOSSES.register(Objective.WGAN_CLIP, lambda cfg, reg: WeightClippingLoss(cfg.clip, **reg))
+LOSSES.register(Objective.WGAN_GP, lambda cfg, reg: GradientPenaltyLoss(cfg.gp_weight, gp_every=cfg.gp_every, **reg))
+LOSSES.register(Objective.WGAN_GP_DRIFT,
+                lambda cfg, reg: GradientPenaltyLoss(cfg.gp_weight, DRIFT_WEIGHT, cfg.gp_every, **reg))
 
 
-class ACGANLoss(GanLoss):
-    """ACGAN (Odena et al. 2017), liver-lesion paper Sec. III-C.
-
-    D maximises Ls + Lc (source and class log-likelihoods); G maximises Lc - Ls, written here in
-    the usual non-saturating form (G minimises the BCE of its fakes as "real" plus their class CE).
-    """
-
-    def d_loss(self, D, real, fake, labels):
-        real_score, real_cls = D(real, labels)
-        fake_score, fake_cls = D(fake, labels)
-        source = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
-        klass = F.cross_entropy(real_cls.float(), labels) + F.cross_entropy(fake_cls.float(), labels)
-        accuracy = (real_cls.argmax(1) == labels).float().mean()
-        return source + klass, {"loss_d": (source + klass).detach(), "loss_cls": klass.detach(), "d_acc": accuracy.detach()}
-
-    def g_loss(self, D, fake, labels):
-        fake_score, fake_cls = D(fake, labels)
-        loss = F.softplus(-fake_score).mean() + F.cross_entropy(fake_cls.float(), labels)
-        return loss, {"loss_g": loss.detach()}
+def objective_families(objective: Objective) -> frozenset[str]:
+    """Config-key tags an objective reads (see config.only_for)."""
+    return frozenset({
+        Objective.WGAN_CLIP: {"weight-clipping"},
+        Objective.WGAN_GP: {"gradient-penalty"},
+        Objective.WGAN_GP_DRIFT: {"gradient-penalty"},
+    }.get(objective, set()))
 
 
-LOSSES: Registry = Registry("objective")
-LOSSES.register("bce", lambda cfg: GanLoss())
-LOSSES.register("wgan-clip", lambda cfg: WassersteinClipLoss(cfg.clip))
-LOSSES.register("wgan-gp", lambda cfg: WassersteinGPLoss(cfg.gp_weight, gp_every=cfg.gp_every))
-LOSSES.register("wgan-gp-drift", lambda cfg: WassersteinGPLoss(cfg.gp_weight, DRIFT_WEIGHT, cfg.gp_every))
-LOSSES.register("acgan", lambda cfg: ACGANLoss())
-
-
-def build_loss(objective: str, cfg) -> GanLoss:
-    return LOSSES.get(objective)(cfg)
+def build_loss(objective: Objective | str, cfg: TrainConfig) -> GanLoss:
+    """The loss object of ``objective`` with the run's regularisers (R1)."""
+    return LOSSES.get(str(objective))(cfg, {"r1": cfg.r1, "r1_every": cfg.r1_every})

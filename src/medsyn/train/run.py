@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -12,14 +11,16 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from medsyn.atomic import write_text
 from medsyn.config import TrainConfig, to_dict
 from medsyn.data import load_source
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
-from medsyn.models.base import ModelSpec
+from medsyn.models.base import AnySpec, Role
 from medsyn.train.checkpoint import CHECKPOINT, load_checkpoint
-from medsyn.train.loop import Trainer, TrainResult
-from medsyn.train.refine_loop import RefinerTrainer
+from medsyn.train.gan import GanTrainer
+from medsyn.train.loop import TrainResult, fit
+from medsyn.train.refiner import RefinerTrainer
 from medsyn.train.setup import resolve_config
 
 # keys a resumed run may change: they say how long and where it runs, not what it learns
@@ -83,7 +84,7 @@ def _resolved(source: str) -> str:
     return str(Path(source).resolve()) if Path(source.split(":")[0]).exists() else source
 
 
-def _refiner_data(options: DataOptions, cfg: TrainConfig, real: LabeledImages, spec: ModelSpec) -> LabeledImages:
+def _refiner_data(options: DataOptions, cfg: TrainConfig, real: LabeledImages, spec: AnySpec) -> LabeledImages:
     """The synthetic images a refiner learns to refine, checked against the real ones before any training."""
     if options.refine_source is None:
         raise ConfigError(f"{spec.name} is a refiner: --source SYNTHETIC is required (the images to refine, "
@@ -98,12 +99,6 @@ def _refiner_data(options: DataOptions, cfg: TrainConfig, real: LabeledImages, s
     return synthetic
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_unchanged(out: Path, resolved: dict[str, Any], stored: dict[str, Any]) -> None:
     # compare typed values: "--set width=0.25" arrives as a string but resolves to the stored 0.25
     def same(a, b):
@@ -115,8 +110,8 @@ def _check_unchanged(out: Path, resolved: dict[str, Any], stored: dict[str, Any]
 
 @dataclass
 class PreparedRun:
-    trainer: Trainer | RefinerTrainer
-    spec: ModelSpec
+    trainer: GanTrainer | RefinerTrainer
+    spec: AnySpec
     data: LabeledImages
     notices: list[str] = field(default_factory=list)
 
@@ -125,6 +120,7 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     """Validate everything (config, data, run folder) before anything is written."""
     out = Path(out)
     state = None
+    user_layers = len(layers)
     if resume:
         state = load_checkpoint(out)
         stored = dict(state["config"])
@@ -141,15 +137,16 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
             raise RunError(f"{out}: exists and is not empty; choose another --out")
         if data_options is None:
             raise ConfigError("--data is required for a new run")
-    cfg, spec = resolve_config(*layers)
+    cfg, spec = resolve_config(*layers, user_layers=user_layers)
     if state is not None:
         _check_unchanged(out, to_dict(cfg), state["config"])
         if data_options.refine_source is None and state["data"]["load"].get("refine_source"):
             data_options = replace(data_options, refine_source=state["data"]["load"]["refine_source"])
-    if spec.role != "refiner" and data_options.refine_source is not None:
+    refiner = spec.role is Role.REFINER
+    if not refiner and data_options.refine_source is not None:
         raise ConfigError(f"--source is for refiners (simgan, unit, munit); {spec.name} is a generator and trains on --data alone")
     data = load_training_data(data_options, cfg)
-    synthetic = _refiner_data(data_options, cfg, data, spec) if spec.role == "refiner" else None
+    synthetic = _refiner_data(data_options, cfg, data, spec) if refiner else None
     info = _data_info(data_options, data)
     if synthetic is not None:
         info["synthetic"] = {"fingerprint": fingerprint(synthetic), "images": len(synthetic),
@@ -161,11 +158,11 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     if synthetic is not None:
         trainer = RefinerTrainer(cfg, spec, data, synthetic, out, info)
     else:
-        trainer = Trainer(cfg, spec, data, out, info)
+        trainer = GanTrainer(cfg, spec, data, out, info)
     if state is not None:
         trainer.load_state_dict(state)
-    notices = list(data.notices) + (list(synthetic.notices) + trainer.notices if synthetic is not None else [])
-    if spec.role == "refiner":
+    notices = list(data.notices) + (list(synthetic.notices) if synthetic is not None else []) + trainer.notices
+    if refiner:
         notices.append(f"{spec.name}: {'one refiner per class' if cfg.per_class else 'one refiner for all classes'}; "
                        "labels pass through unchanged")
     elif cfg.per_class and not any(l.get("per_class") for l in layers):
@@ -184,10 +181,10 @@ def execute_run(prepared: PreparedRun, on_progress: Callable | None = None) -> T
     created = not out.exists() or not any(out.iterdir())
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False))
-        _write_atomic(out / "data.json", json.dumps(trainer.data_info, indent=2))
+        write_text(out / "config.yaml", yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False))
+        write_text(out / "data.json", json.dumps(trainer.data_info, indent=2))
     try:
-        return trainer.fit(on_progress)
+        return fit(trainer, on_progress)
     except BaseException:
         if main and created and not (out / CHECKPOINT).exists():
             shutil.rmtree(out, ignore_errors=True)

@@ -8,11 +8,12 @@ from typing import Any, Callable, ContextManager
 import torch
 from torch import nn
 
-from medsyn.config import TrainConfig, build_config
+from medsyn.config import LatentDistribution, Optimizer, TrainConfig, build_config, check_family_keys
 from medsyn.errors import ConfigError
 from medsyn.models import MODELS, create_discriminator, create_generator
-from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions
+from medsyn.models.base import AnySpec, Conditioning, ImageSpec, ModelSpec, NetOptions, Role
 from medsyn.models.perclass import PerClassDiscriminator, PerClassGenerator
+from medsyn.train.losses import objective_families
 
 MIN_SIZE, MAX_SIZE = 28, 256
 
@@ -47,13 +48,27 @@ def mixed_precision(device: torch.device, amp: bool) -> tuple[str, Callable[[], 
     return "float32", contextlib.nullcontext
 
 
-def resolve_config(*layers: dict[str, Any]) -> tuple[TrainConfig, ModelSpec]:
-    """Config = TrainConfig defaults < the model paper's defaults < user layers (file, --set, flags)."""
+def resolve_config(*layers: dict[str, Any], user_layers: int | None = None) -> tuple[TrainConfig, AnySpec]:
+    """Config = TrainConfig defaults < the model paper's defaults < layers (stored run, file, --set, flags).
+
+    Args:
+        layers: key/value layers, later ones win.
+        user_layers: how many of the last layers the user gave (default: all). Their keys are checked
+            against the model's family: a key only another family reads is an error, not ignored.
+            A resumed run's stored config is not a user layer.
+    """
     user = {}
     for layer in layers:
         user.update(layer)
     spec = MODELS.get(str(user.get("model", TrainConfig.model)))
-    cfg = build_config(spec.train_defaults, *layers)
+    defaults = dict(spec.train_defaults)
+    if spec.role is Role.GENERATOR:
+        defaults["objective"] = spec.objective
+    cfg = build_config(defaults, *layers)
+    given_layers = layers if user_layers is None else layers[len(layers) - user_layers:]
+    given = {key: value for layer in given_layers for key, value in layer.items()}
+    families = spec.families | (objective_families(cfg.objective) if cfg.objective else frozenset())
+    check_family_keys(given, families, spec.name)
     if spec.conditioning == Conditioning.ALWAYS and cfg.per_class:
         raise ConfigError(f"{spec.name} is class-conditional by design; drop --per-class")
     if spec.conditioning == Conditioning.NEVER and not cfg.per_class:
@@ -85,10 +100,10 @@ def build_networks(spec: ModelSpec, cfg: TrainConfig, size: int, channels: int, 
 
 def build_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
     params = list(params)
-    if cfg.optimizer == "adam":
+    if cfg.optimizer is Optimizer.ADAM:
         fused = device.type == "cuda"  # one kernel per step on the GPU; CPU keeps the reference path
         return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
-    if cfg.optimizer == "rmsprop":
+    if cfg.optimizer is Optimizer.RMSPROP:
         return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
@@ -100,6 +115,21 @@ def learning_rate_scale(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 def sample_latent(n: int, cfg: TrainConfig, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    if cfg.z_dist == "uniform":  # the papers' U[-1, 1]
+    if cfg.z_dist is LatentDistribution.UNIFORM:  # the papers' U[-1, 1]
         return torch.rand(n, cfg.z_dim, device=device, generator=generator) * 2 - 1
     return torch.randn(n, cfg.z_dim, device=device, generator=generator)
+
+
+def apply_spectral_norm(discriminator: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every conv, linear and embedding weight, in place.
+
+    Each weight is divided by its largest singular value (one power iteration per training forward),
+    so the discriminator is about 1-Lipschitz layer by layer: it cannot sharpen without bound on a
+    small set. The power-iteration vectors are buffers, saved in checkpoints, so resume stays exact.
+    """
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for module in list(discriminator.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)) and not hasattr(module, "parametrizations"):
+            spectral_norm(module)
+    return discriminator
