@@ -44,8 +44,11 @@ def test_models_lists_every_model_with_its_paper():
     from medsyn.models import MODELS
 
     lines = medsyn("models").stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == MODELS.names()
+    models, recipes = lines[:len(MODELS.names())], lines[len(MODELS.names()):]
+    assert [line.split()[0] for line in models] == MODELS.names()
     assert "Frid-Adar" in lines[0] and "Chuquicusma" in lines[MODELS.names().index("lungct-gan")]
+    assert recipes and recipes[0].startswith("recipe small-data (the default of `medsyn train` without --model)")
+    assert "model sngan" in recipes[0]
 
 
 def test_data_info_on_real_medmnist(medmnist_dir):

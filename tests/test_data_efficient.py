@@ -142,3 +142,24 @@ def test_ada_leak_check_sees_a_leak(tmp_path):
     """The control of the test above: rotations applied to real images only are learned (97% turned)."""
     _, wrong = _orientation(_leak_run(tmp_path, "ada", leaky=True, steps=500))
     assert wrong >= 0.3
+
+
+@pytest.mark.parametrize("name", ["simgan", "unit"])
+def test_refiners_train_with_diffaugment_and_spectral_norm(tmp_path, make_npz, name):
+    from medsyn.imageio import write_image_folder
+
+    real = make_npz()
+    images = np.random.default_rng(0).random((12, 1, 28, 28)).astype(np.float32)
+    rows = [{"model": "dcgan", "seed": 0, "index": i} for i in range(12)]  # a sample folder's manifest
+    write_image_folder(tmp_path / "syn", images, np.repeat(np.arange(3), 4), ["class_0", "class_1", "class_2"],
+                       rows=rows, stem="syn")
+    options = DataOptions(real, refine_source=str(tmp_path / "syn"))
+    settings = {**TINY, "model": name, "steps": 2, "per_class": False, "diffaug": "translation,cutout",
+                "spectral_norm": True}
+    if name == "simgan":
+        settings["pretrain_steps"] = 0  # the discriminator (and its augmentation) from the first step
+    prepared = prepare_run(tmp_path / "run", [settings], options, resume=False)
+    result = execute_run(prepared)
+    assert result.step == 2 and np.isfinite(list(result.last_stats.values())).all()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert any("parametrizations" in key for key in state["refiners"][0]["discriminator"])

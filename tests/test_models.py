@@ -19,6 +19,7 @@ BATCH = 3  # > 1: batch norm in training mode needs two samples
 CLASSES = 3
 PAPER_MODELS = ("dcgan", "acgan", "wgan", "wgan-gp", "lungct-gan", "gan", "cgan", "gaunet", "pggan")
 PAPER_REFINERS = ("simgan", "unit", "munit")  # synthetic image -> refined image; tested in test_refiners.py
+RECIPE_MODELS = ("sngan",)  # not a paper of medsyn's five: the networks of the recommended recipe
 GENERATORS = [n for n in MODELS if MODELS.get(n).role == "generator"]
 
 
@@ -36,6 +37,13 @@ def cases():
 
 def first_layer(module: nn.Module) -> nn.Module:
     return next(m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)))
+
+
+def weight_grad(layer: nn.Module) -> torch.Tensor:
+    """The gradient of a layer's trained weight (under spectral norm: the unnormalised original)."""
+    if hasattr(layer, "parametrizations"):
+        return layer.parametrizations.weight.original.grad
+    return layer.weight.grad
 
 
 def draw(batch: int, classes: int, z_dim: int = TINY.z_dim) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -71,8 +79,8 @@ def test_networks_build_run_and_backpropagate(name, size, channels, classes):
     else:
         assert class_logits is None
     score.sum().backward()
-    assert first_layer(G).weight.grad.abs().sum() > 0
-    assert first_layer(D).weight.grad.abs().sum() > 0
+    assert weight_grad(first_layer(G)).abs().sum() > 0
+    assert weight_grad(first_layer(D)).abs().sum() > 0
     # The note says "crops" exactly when the generator renders another size.
     assert bool(MODELS.get(name).size_note(size)) == (getattr(G, "render_size", size) != size)
 
@@ -117,7 +125,7 @@ def test_conditional_networks_ask_for_labels():
 def test_registry_holds_the_papers_generators_and_refiners():
     from medsyn.train.losses import LOSSES
 
-    assert sorted(MODELS.names()) == sorted(PAPER_MODELS + PAPER_REFINERS)
+    assert sorted(MODELS.names()) == sorted(PAPER_MODELS + PAPER_REFINERS + RECIPE_MODELS)
     for name in MODELS:
         spec = MODELS.get(name)
         assert spec.name == name and spec.paper

@@ -247,3 +247,16 @@ def test_sigterm_to_the_command_saves_the_run(tmp_path, make_npz):
     assert "checkpoint saved" in err and "--resume" in err
     step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step < 100000
+
+
+def test_resuming_a_finished_run_says_it_is_complete_and_how_to_extend_it(tmp_path, make_npz):
+    from typer.testing import CliRunner
+
+    from medsyn.cli import app
+
+    _train(tmp_path / "run", make_npz(), steps=2)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "is already complete: step 2 of 2" in result.output and "--resume --steps N (N > 2)" in result.output
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before  # nothing retrained or rewritten

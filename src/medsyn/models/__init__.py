@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from medsyn.models import dcgan, gaunet, lungct, mlp, pggan  # noqa: F401  (imported for registration)
+from medsyn.models import dcgan, gaunet, lungct, mlp, pggan, sngan  # noqa: F401  (imported for registration)
 from medsyn.models import refiners_simgan, refiners_unit  # noqa: F401  (refiners, synthetic -> refined image)
 from medsyn.models.base import MODELS, Conditioning, ImageSpec, ModelSpec, NetOptions
 

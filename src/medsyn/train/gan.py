@@ -50,7 +50,10 @@ class GanTrainer:
         nets = build_networks(spec, cfg, data.size, data.channels, data.num_classes)
         if cfg.spectral_norm:
             apply_spectral_norm(nets.discriminator)
-        self.G, self.D, self.image_spec = nets.generator.to(self.device), nets.discriminator.to(self.device), nets.image_spec
+        layout = torch.channels_last if spec.channels_last else torch.preserve_format
+        self.G = nets.generator.to(self.device, memory_format=layout)
+        self.D = nets.discriminator.to(self.device, memory_format=layout)
+        self.image_spec = nets.image_spec
         self.ema = ModelEma(self.G, cfg.ema_decay)  # before the wrap: the EMA copy keeps plain batch norm
         # G and D are the networks (checkpoints hold their state); the *_step versions are what a
         # training step calls: the same modules, wrapped for gradient averaging under torchrun.
