@@ -3,12 +3,15 @@
     python bench/quality.py --data ../shared/data/medmnist/breastmnist.npz --minutes 30
     python bench/quality.py --data phantoms-seed0 --reference phantoms-seed1 --minutes 5 --model dcgan --set width=0.25
 
-Definition, identical for both sides: the reference is held-out real data (``SRC:test`` when the
-source has its own splits, else ``--reference``), the floor is FID(n real training images,
+Definition, identical for both sides: the reference is held-out real data (``--reference``, else
+the test split of SRC: its own, or the seeded split every medsyn command uses), the floor is FID(n real training images,
 reference) and F is FID(n synthetic images, reference), both n-image sets drawn with the training
 split's class proportions (largest-remainder rounding, a seeded draw per class). A generator that
 copies its training images therefore scores ratio 1 at best. Precision and recall (Kynkäänniemi et
-al. 2019, k=3) compare the same synthetic and reference Inception features.
+al. 2019, k=3) compare the same synthetic and reference Inception features. Diversity is, for the
+least varied class, the mean pairwise distance between its synthetic images' Inception features
+over the same for its real training images (1: as varied as the real class; a class drawn as one
+repeated image scores 0).
 
 Every --every minutes of training (evaluation time excluded) and at the end, the run stops at a
 step boundary (its checkpoint saved), is evaluated from its folder as a user would (the EMA
@@ -32,22 +35,24 @@ import torch
 import yaml
 
 from medsyn.atomic import write_json
-from medsyn.config import load_yaml, parse_overrides
+from medsyn.config import parse_overrides
 from medsyn.data import load_source
 from medsyn.data.loader import parse_spec
+from medsyn.data.splits import source_split
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, MedsynError
 from medsyn.metrics.cache import FeatureCache
 from medsyn.metrics.features import FeatureExtractor, InceptionExtractor
 from medsyn.metrics.fid import SmallSampleWarning, compute_features, fid_from_features
 from medsyn.metrics.prdc import precision_recall
+from medsyn.recipes import load_config_layer
 from medsyn.sample import load_generator, synthesize
 from medsyn.train.run import DataOptions, PreparedRun, execute_run, prepare_run
 
 PR_K = 3  # Kynkäänniemi et al.'s neighbourhood size
 UNBOUNDED_STEPS = 10**9  # the clock, not the step count, ends the run unless the user gives steps or epochs
 LINE = ("{minutes:5.1f} min  step {step:5d}  FID {fid:.2f} floor {floor:.2f} ratio {ratio:.3f}  "
-        "precision {precision:.3f} recall {recall:.3f}")
+        "precision {precision:.3f} recall {recall:.3f}  diversity {diversity:.2f}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Scores:
     floor: float
     precision: float
     recall: float
+    diversity: float  # the least diverse class: its within-class spread over the real images' (1 = as varied)
 
     @property
     def ratio(self) -> float:
@@ -75,6 +81,32 @@ def class_quota(counts: list[int], n: int) -> list[int]:
     for k in sorted(range(len(counts)), key=lambda k: (quota[k] - exact[k], k))[:n - sum(quota)]:
         quota[k] += 1
     return quota
+
+
+def within_class_spread(features: np.ndarray, quota: list[int]) -> np.ndarray:
+    """Mean pairwise Euclidean distance between the Inception features of each class's images.
+
+    ``features`` are class-major with ``quota[k]`` rows of class k. A class drawn as one repeated
+    image has spread 0; NaN for a class with fewer than two images.
+    """
+    spreads, start = [], 0
+    for count in quota:
+        block = features[start:start + count].astype(np.float64)
+        start += count
+        if count < 2:
+            spreads.append(np.nan)
+            continue
+        squared = (block**2).sum(1)
+        distances = np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2 * block @ block.T, 0, None))
+        spreads.append(distances.sum() / (count * (count - 1)))
+    return np.array(spreads)
+
+
+def diversity_ratio(synthetic: np.ndarray, real: np.ndarray, quota: list[int]) -> float:
+    """The smallest ratio over classes of the synthetic images' within-class spread to the real ones'."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # a class without spread on both sides is left out
+        ratios = within_class_spread(synthetic, quota) / within_class_spread(real, quota)
+    return float(np.nanmin(ratios)) if np.isfinite(ratios).any() else float("nan")
 
 
 def proportional_draw(labels: np.ndarray, quota: list[int], seed: int) -> np.ndarray:
@@ -104,6 +136,7 @@ class Evaluator:
     seed: int
     quota: list[int]
     reference: np.ndarray
+    real: np.ndarray  # features of the n real training images, class-major by quota
     floor: float
 
     @classmethod
@@ -113,7 +146,7 @@ class Evaluator:
         ref = compute_features(reference, extractor, cache=cache, device=device)
         real = compute_features(train.images[proportional_draw(train.labels, quota, seed)], extractor, cache=cache,
                                 device=device)
-        return cls(extractor, cache, device, seed, quota, ref, fid(real, ref))
+        return cls(extractor, cache, device, seed, quota, ref, real, fid(real, ref))
 
     def synthetic(self, run_dir: Path) -> tuple[np.ndarray, int]:
         """(n synthetic images drawn with the training proportions, the checkpoint's step)."""
@@ -127,7 +160,9 @@ class Evaluator:
         images, step = self.synthetic(run_dir)
         feats = compute_features(images, self.extractor, cache=None, device=self.device)
         precision, recall = precision_recall(self.reference, feats, k=PR_K)
-        return Scores(minutes, step, fid(feats, self.reference), self.floor, precision, recall)
+        quota = self.quota if len(feats) == len(self.real) else [len(feats)]
+        diversity = diversity_ratio(feats, self.real, self.quota) if quota == self.quota else float("nan")
+        return Scores(minutes, step, fid(feats, self.reference), self.floor, precision, recall, diversity)
 
 
 @functools.lru_cache(maxsize=2)
@@ -189,11 +224,11 @@ def evaluation_points(minutes: float, every: float) -> list[float]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="Training data, any source medsyn reads; its train split is used.")
-    parser.add_argument("--reference", help="Held-out real data (default: SRC:test when SRC has its own splits).")
+    parser.add_argument("--reference", help="Held-out real data (default: the test split of --data).")
     parser.add_argument("--minutes", type=float, required=True, help="Training wall clock in minutes.")
     parser.add_argument("--every", type=float, help="Minutes of training between evaluations (default: M/6, at least 1).")
     parser.add_argument("--model", help="Generator (default: the recommended recipe).")
-    parser.add_argument("--config", type=Path, help="YAML file of config keys.")
+    parser.add_argument("--config", help="YAML file of config keys, or a shipped recipe name (small-data).")
     parser.add_argument("--set", dest="set_", action="append", default=[], help="key=value config override (repeatable).")
     parser.add_argument("--seed", type=int, help="Training seed (default: the config's); also seeds the draws.")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training and evaluation).")
@@ -212,7 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train_layers(args: argparse.Namespace) -> list[dict]:
     """[yaml, --set overrides, flags], as `medsyn train` layers them; no model at all means the recommended one."""
-    layers = [load_yaml(args.config) if args.config else {}, parse_overrides(args.set_)]
+    layers = [load_config_layer(args.config) if args.config else {}, parse_overrides(args.set_)]
     flags = {"model": args.model, "seed": args.seed, "device": args.device}
     if not any(key in layer for layer in layers for key in ("steps", "epochs")):
         flags["steps"] = UNBOUNDED_STEPS
@@ -220,14 +255,16 @@ def train_layers(args: argparse.Namespace) -> list[dict]:
 
 
 def load_reference(args: argparse.Namespace, train: LabeledImages, interpolation: str) -> tuple[str, LabeledImages]:
-    """The reference spec and images, at the training images' size and channels."""
-    spec = args.reference
-    if spec is None:
-        if train.splits is None:
-            raise ConfigError(f"{args.data} has no splits of its own, so there is no held-out test split: give "
-                             f"--reference REF (held-out real images, e.g. phantoms made with another seed)")
-        spec = f"{parse_spec(args.data)[0]}:test"
-    images = load_source(spec, size=train.size, channels=train.channels, interpolation=interpolation)
+    """The reference spec and images, at the training images' size and channels: ``--reference``,
+    else the test split of ``--data`` (its own, or the seeded split every medsyn command uses)."""
+    if args.reference is not None:
+        spec = args.reference
+        images = load_source(spec, size=train.size, channels=train.channels, interpolation=interpolation)
+    else:
+        source = parse_spec(args.data)[0]
+        spec = f"{source}:test"
+        whole = load_source(source, size=train.size, channels=train.channels, interpolation=interpolation)
+        images = source_split(whole).split("test")
     if len(images) <= PR_K:
         raise ConfigError(f"{spec}: {len(images)} reference images; precision and recall need more than {PR_K}")
     return spec, images

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 import quality  # noqa: E402
 
 LINE = re.compile(r"^ *(\d+\.\d) min  step +(\d+)  FID (\d+\.\d\d) floor (\d+\.\d\d) ratio (\d+\.\d{3})  "
-                  r"precision (\d\.\d{3}) recall (\d\.\d{3})$")
+                  r"precision (\d\.\d{3}) recall (\d\.\d{3})  diversity (\d+\.\d\d|nan)$")
 TINY = ["--model", "dcgan", "--set", "width=0.0625", "--set", "batch=8", "--device", "cpu"]
 
 
@@ -72,17 +72,20 @@ def test_quality_json_holds_the_printed_numbers(bench_run):
     assert len(floors) == 1  # computed once
     for entry, line in zip(report["evaluations"], printed):
         assert entry["ratio"] == entry["fid"] / entry["floor"]
-        scores = quality.Scores(**{k: entry[k] for k in ("minutes", "step", "fid", "floor", "precision", "recall")})
+        scores = quality.Scores(**{k: entry[k] for k in ("minutes", "step", "fid", "floor", "precision", "recall",
+                                                         "diversity")})
         assert scores.line() == line
 
 
 def test_evaluating_the_run_folder_again_gives_the_same_fid(bench_run, phantoms):
     from medsyn.data import load_source
+    from medsyn.data.splits import source_split
     from medsyn.metrics.cache import FeatureCache
 
     root, _ = bench_run
     final = json.loads((root / "run" / "quality.json").read_text())["evaluations"][-1]
-    evaluator = quality.Evaluator.build(load_source(str(phantoms[0])), load_source(str(phantoms[1])), 4, seed=0,
+    trained_on = source_split(load_source(str(phantoms[0]))).split("train")  # what every command trains on
+    evaluator = quality.Evaluator.build(trained_on, load_source(str(phantoms[1])), 4, seed=0,
                                         extractor=quality.inception(None), cache=FeatureCache(root / "cache"),
                                         device="cpu")
     again = evaluator(root / "run", final["minutes"])
@@ -92,13 +95,18 @@ def test_evaluating_the_run_folder_again_gives_the_same_fid(bench_run, phantoms)
     assert (again.precision, again.recall) == (final["precision"], final["recall"])
 
 
-def test_a_source_without_splits_needs_a_reference(phantoms, tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default run folder would go
-    code, out, err = run_main(["--data", phantoms[0], "--minutes", 0.01, *TINY])
-    assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
-    assert "no splits of its own" in err and "--reference" in err
-    assert not any(tmp_path.iterdir())  # the temporary run folder is not left behind
+def test_a_source_without_splits_is_scored_against_its_own_test_split(phantoms, tmp_path):
+    from medsyn.data import load_source
+    from medsyn.data.splits import source_split
+
+    code, out, err = run_main(["--data", phantoms[0], "--minutes", 0.01, "--out", tmp_path / "run",
+                               "--cache", tmp_path / "cache", *TINY])
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "quality.json").read_text())
+    split = source_split(load_source(str(phantoms[0])))
+    assert report["reference"] == f"{phantoms[0]}:test"
+    assert report["n"] == min(int((split.splits == "test").sum()), int((split.splits == "train").sum()))
+    assert "has no split of its own" in err  # the seeded split is announced, as in every command
 
 
 @pytest.mark.parametrize("counts, n, expected", [
@@ -123,3 +131,14 @@ def test_evaluation_points_end_at_the_budget():
     assert quality.evaluation_points(0.05, 0.02) == pytest.approx([0.02, 0.04, 0.05])
     assert quality.evaluation_points(6, 1) == pytest.approx([1, 2, 3, 4, 5, 6])
     assert quality.evaluation_points(0.5, 1) == [0.5]
+
+
+def test_within_class_spread_and_diversity():
+    feats = np.array([[0.0, 0], [3, 4], [0, 0], [0, 0], [1, 1]])  # class 0: two points 5 apart; class 1: one repeated
+    spread = quality.within_class_spread(feats, [2, 2, 1])
+    assert spread[0] == pytest.approx(5.0) and spread[1] == 0.0 and np.isnan(spread[2])
+    with np.errstate(invalid="ignore"):  # class 1 is collapsed on both sides: 0/0, left out
+        assert quality.diversity_ratio(feats, feats + 1.0, [2, 2, 1]) == pytest.approx(1.0)
+    varied = np.array([[0.0, 0], [3, 4], [0, 0], [6, 8], [1, 1]])  # class 1 of the reference spread 10 apart
+    assert quality.diversity_ratio(feats, varied, [2, 2, 1]) == 0.0  # the collapsed class decides
+    assert quality.diversity_ratio(varied, feats[[0, 1, 0, 1, 4]], [2, 2, 1]) == pytest.approx(1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsyn.data import LabeledImages, load_source, patient_kfold, patient_split, resolve_split
+from medsyn.data import LabeledImages, load_source, patient_kfold, patient_split, source_split
 from medsyn.errors import ConfigError
 
 
@@ -82,10 +82,10 @@ def test_kfold_more_folds_than_patients_is_an_error():
         patient_kfold(ds, k=3)
 
 
-def test_resolve_split_keeps_source_split_or_makes_one(medmnist_dir):
+def test_source_split_keeps_source_split_or_makes_one(medmnist_dir):
     npz = load_source(str(medmnist_dir / "breastmnist.npz"))
-    assert resolve_split(npz) is npz
+    assert source_split(npz) is npz
     ds = _patients_set()
-    resolved = resolve_split(ds, seed=5)
+    resolved = source_split(ds, seed=5)
     np.testing.assert_array_equal(resolved.splits, patient_split(ds, seed=5))
     assert ds.splits is None and "patient-level 70/10/20 split" in resolved.notices[-1]

@@ -15,7 +15,7 @@ from medsyn.commands.fid import fid_command
 from medsyn.commands.refine import refine_command
 from medsyn.commands.study import study_command
 from medsyn.errors import ConfigError, MedsynError
-from medsyn.ui import PRESET_NAMES, console, out_console, progress as _progress
+from medsyn.ui import PRESET_NAMES, console, out_console, progress as _progress, say
 
 app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -65,6 +65,29 @@ def data_info(
     out_console.print(table)
 
 
+@data_app.command("split")
+def data_split(
+    source: str = typer.Argument(..., help="A class-folder tree, DICOM or NIfTI data, or a .csv manifest without a split column."),
+    out: Path = typer.Option(..., "--out", help="Manifest CSV to write (path,label,class_name,patient_id,split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split (0: the split every medsyn command uses)."),
+    ratios: str = typer.Option("0.7,0.1,0.2", "--ratios", help="Train, val and test shares."),
+    manifest: Optional[str] = ManifestOpt, axis: int = AxisOpt, slices: Optional[str] = SlicesOpt,
+    window: Optional[str] = WindowOpt,
+):
+    """Write the patient-level split medsyn uses for a source without one into a manifest (read it back with --manifest)."""
+    from medsyn.data import load_source
+    from medsyn.data.split_manifest import parse_ratios, write_split_manifest
+
+    shares = parse_ratios(ratios)
+    ds = load_source(source, manifest=manifest, axis=axis, slices=_slices(slices), window=_window(window))
+    root = Path(source) if Path(source).is_dir() else Path(source).parent
+    counts = write_split_manifest(ds, root, out, shares, seed)
+    level = "patient" if ds.patient_ids is not None else "image (no patient ids: images of one patient may be split)"
+    out_console.print(f"wrote {out}: {level}-level split of {len(ds)} images, "
+                      + ", ".join(f"{k} {v}" for k, v in counts.items())
+                      + f" (seed {seed}). Use it with: --data {source} --manifest {out}", highlight=False)
+
+
 @data_app.command("phantoms")
 def data_phantoms(
     out: Path = typer.Option(..., "--out", help="Folder to create (class folders of PNG + manifest.csv)."),
@@ -84,9 +107,14 @@ def models():
     """List the registered generators, one a line: name, then the paper it follows."""
     from medsyn.models import MODELS
 
+    from medsyn.recipes import DEFAULT_RECIPE, describe_recipe, recipe_names
+
     for name in MODELS:
         spec = MODELS.get(name)
         out_console.print(f"{name}\t{spec.paper}", highlight=False, soft_wrap=True)
+    for name in recipe_names():
+        default = " (the default of `medsyn train` without --model)" if name == DEFAULT_RECIPE else ""
+        out_console.print(f"recipe {name}{default}\t{describe_recipe(name)}", highlight=False, soft_wrap=True)
 
 
 @app.command("augment")
@@ -106,11 +134,17 @@ def augment(
         raise ConfigError(f"--copies must be at least 1, got {copies}")
     from medsyn.imageio import ensure_new_dir
 
+    from medsyn.data.splits import source_split
+
     ensure_new_dir(out)
-    ds = load_source(source, manifest=manifest)
+    # the source's one split: only train images get copies; val and test are kept once, as they are
+    ds = source_split(load_source(source, manifest=manifest))
+    say(ds.notices)
     build_preset(preset, ds.size)  # reject an unknown preset before any work
     write_augmented(ds, out, preset, copies, seed=seed)
-    out_console.print(f"wrote {len(ds) * (copies + 1)} images ({len(ds)} originals + {copies} copies each) to {out}")
+    train = int((ds.splits == "train").sum())
+    out_console.print(f"wrote {len(ds) + train * copies} images to {out}: {len(ds)} originals (split kept in "
+                      f"manifest.csv) + {copies} copies of each of the {train} train images")
 
 
 @app.command("train")
@@ -118,7 +152,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, config, TensorBoard logs, grids)."),
     data: Optional[str] = typer.Option(None, "--data", help="Training data (any source `medsyn data info` reads); optional with --resume."),
     source: Optional[str] = typer.Option(None, "--source", help="Refiners only: the synthetic images to refine (a `medsyn sample` folder or any source); optional with --resume."),
-    model: Optional[str] = typer.Option(None, "--model", help="Generator from `medsyn models` (default dcgan)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Generator or refiner from `medsyn models` (default: the recommended recipe, `--config small-data`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total generator steps of the run."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Total passes over the training images."),
     per_class: Optional[bool] = typer.Option(None, "--per-class/--conditional", help="One generator per class, or one conditioned on all classes."),
@@ -126,28 +160,34 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (same result as never stopping)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file of config keys, or a shipped recipe name (small-data)."),
     set_: list[str] = typer.Option([], "--set", help="key=value config override (repeatable)."),
     manifest: Optional[str] = ManifestOpt, axis: int = AxisOpt, slices: Optional[str] = SlicesOpt,
     window: Optional[str] = WindowOpt,
 ):
     """Train a GAN on labeled images."""
-    from medsyn.config import load_yaml, parse_overrides
+    from medsyn.config import parse_overrides
+    from medsyn.recipes import load_config_layer
     from medsyn.train.run import DataOptions, execute_run, prepare_run
 
     flags = {"model": model, "steps": steps, "epochs": epochs, "per_class": per_class, "batch": batch,
              "seed": seed, "device": device}
-    layers = [load_yaml(config) if config else {}, parse_overrides(set_), {k: v for k, v in flags.items() if v is not None}]
+    layers = [load_config_layer(config) if config else {}, parse_overrides(set_),
+              {k: v for k, v in flags.items() if v is not None}]
     if source and not data and not resume:
         raise ConfigError("--source goes with --data: a refiner learns from synthetic (--source) and real (--data) images")
     options = DataOptions(data, manifest, axis, _slices(slices), _window(window), refine_source=source) if data else None
     prepared = prepare_run(out, layers, options, resume)
     trainer = prepared.trainer
+    if resume and trainer.step >= trainer.total_steps:
+        if trainer.ctx.is_main:
+            out_console.print(f"{out} is already complete: step {trainer.step} of {trainer.total_steps}. To train it "
+                              f"longer: medsyn train --out {out} --resume --steps N (N > {trainer.step})")
+        return
     if not trainer.ctx.is_main:  # under torchrun, rank 0 alone talks
         result = execute_run(prepared)
         raise typer.Exit(130 if result.interrupted else 0)
-    for notice in prepared.notices:
-        console.print(f"[yellow]notice:[/] {notice}")
+    say(prepared.notices)
     ranks = f" x {trainer.ctx.world_size} processes" if trainer.ctx.enabled else ""
     console.print(f"training {prepared.spec.name} on {len(prepared.data)} images "
                   f"({prepared.data.size}x{prepared.data.size}x{prepared.data.channels}, {prepared.data.num_classes} classes) "
@@ -187,6 +227,7 @@ def sample(
     if not ctx.is_main:
         write_samples(loaded, out, n_per_class, fmt=fmt, seed=seed)
         return
+    say(loaded.notices)
     with _progress() as progress:
         task = progress.add_task("sample", total=None, info="")
         started = time.perf_counter()
@@ -205,7 +246,7 @@ def sample(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("medsyn-demo"), "--out", help="Folder for the demo's data, run and samples."),
-    steps: int = typer.Option(1500, "--steps", help="Training steps (the default takes a few minutes on 2 CPU cores)."),
+    steps: int = typer.Option(400, "--steps", help="Training steps (the default finishes the demo in about 5 minutes on 2 CPU cores)."),
     device: str = typer.Option("auto", "--device"),
 ):
     """Offline end-to-end demo on the built-in phantoms: data -> conditional GAN -> labeled synthetic set."""

@@ -15,13 +15,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from medsyn.data import load_source
+from medsyn.data import load_source, source_split
+from medsyn.data.loader import parse_spec
+from medsyn.data.splits import take_split
 from medsyn.data.types import LabeledImages
 from medsyn.errors import DataError, RunError
 from medsyn.imageio import atomic_dir, class_dir_name, ensure_new_dir, save_grid, write_image_folder
 from medsyn.train.batches import step_seed
 from medsyn.train.checkpoint import CHECKPOINT, file_sha256, load_checkpoint
 from medsyn.models.base import Role
+from medsyn.provenance import Record, read_provenance, record_of_images, record_of_run, write_provenance
 from medsyn.train.refiner import build_translators
 from medsyn.train.setup import resolve_config, resolve_device
 
@@ -40,6 +43,7 @@ class LoadedRefiner:
     step: int
     checkpoint_sha256: str
     device: torch.device
+    run_dir: Path | None = None
 
 
 def load_refiner(run_dir: str | Path, device: str = "auto") -> LoadedRefiner:
@@ -58,7 +62,7 @@ def load_refiner(run_dir: str | Path, device: str = "auto") -> LoadedRefiner:
         translator.load_state_dict(saved["generator"])
         translator.to(torch_device).eval()
     return LoadedRefiner(translators, cfg, model, state["data"], int(state["step"]),
-                         file_sha256(run_dir / CHECKPOINT), torch_device)
+                         file_sha256(run_dir / CHECKPOINT), torch_device, run_dir)
 
 
 @torch.no_grad()
@@ -87,9 +91,15 @@ def refine_images(loaded: LoadedRefiner, images: np.ndarray, labels: np.ndarray,
 
 
 def read_input(loaded: LoadedRefiner, source: str) -> LabeledImages:
-    """The images to refine, conformed as the run conformed its data, and checked against the run."""
+    """The images to refine, conformed as the run conformed its data, and checked against the run.
+
+    A synthetic set is refined whole; of a real source, only its train split (the source's one
+    split), unless the spec names another split (then with a warning in ``notices``).
+    """
     cfg, model = loaded.cfg, loaded.model
     data = load_source(source, size=cfg.size, channels=cfg.channels, interpolation=cfg.interpolation)
+    data, line, warning = take_split(source_split(data), parse_spec(source)[1] or "train", "refining")
+    data.notices = [*data.notices, line] + ([f"warning: {warning}"] if warning else [])
     if (data.size, data.channels) != (model["size"], model["channels"]):
         raise DataError(source, f"images are {data.size}x{data.size}x{data.channels} but the refiner was trained on "
                         f"{model['size']}x{model['size']}x{model['channels']}")
@@ -131,12 +141,27 @@ def write_refined(run: str | Path | LoadedRefiner, source: str, out: str | Path,
             for i, row in enumerate(carried)]
     with atomic_dir(out) as tmp:
         write_image_folder(tmp, refined, data.labels, data.class_names, bit_depth=data.bit_depth, rows=rows, stem="ref")
+        write_provenance(tmp, refined_provenance(loaded, source, data), {
+            "command": "refine", "run": str(Path(loaded.run_dir).resolve()) if loaded.run_dir else None,
+            "model": loaded.model["name"], "checkpoint_sha256": loaded.checkpoint_sha256, "step": loaded.step,
+            "seed": seed, "input": source})
         for k, name in enumerate(data.class_names):
             member = np.flatnonzero(data.labels == k)[: GRID_PAIRS * GRID_ROW]
             if len(member):
                 save_grid(tmp / f"grid_{class_dir_name(name)}.png", before_after(data.images[member], refined[member]),
                           nrow=GRID_ROW)
     return Path(out)
+
+
+def refined_provenance(loaded: LoadedRefiner, source: str, data: LabeledImages) -> list[Record]:
+    """The input's records (a synthetic set's own, or the real input images themselves), plus the
+    real images the refiner trained on."""
+    if data.format == "medsyn-samples":
+        inherited = read_provenance(source) or []
+    else:
+        load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": loaded.cfg.interpolation}
+        inherited = [record_of_images("refined real images", data, str(data.splits[0]), load)]
+    return inherited + [record_of_run(loaded.run_dir, loaded.data, "refiner training")]
 
 
 def before_after(before: np.ndarray, after: np.ndarray) -> np.ndarray:

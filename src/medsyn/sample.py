@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +15,7 @@ from medsyn import atomic
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.models.base import GeneratorInputs, Role
+from medsyn.provenance import Record, record_of_images, record_of_run, write_provenance
 from medsyn.imageio import atomic_dir, ensure_new_dir, class_dir_name, save_grid, to_uint, write_image_folder
 from medsyn.train.batches import SourcePool, step_seed
 from medsyn.train.distributed import Distributed, from_environment, initialise
@@ -39,6 +40,14 @@ class LoadedGenerator:
     device: torch.device
     sources: SourcePool | None = None  # real images an image-input generator rewrites
     source_names: list[str] | None = None  # where each of them came from, for the manifest
+    run_dir: Path | None = None
+    source_record: Record | None = None  # provenance of the rewritten images when they are not the run's own
+    notices: list[str] = field(default_factory=list)  # which images were rewritten (and a warning if held out)
+
+    def provenance(self) -> list[Record]:
+        """The real images behind the set: the run's training images, and those rewritten when others."""
+        records = [record_of_run(self.run_dir, self.data, "generator training")]
+        return records + ([self.source_record] if self.source_record is not None else [])
 
 
 def load_generator(run_dir: str | Path, device: str = "auto", source_data: str | None = None) -> LoadedGenerator:
@@ -64,18 +73,21 @@ def load_generator(run_dir: str | Path, device: str = "auto", source_data: str |
     nets.generator.load_state_dict(state["generator_ema"])
     torch_device = resolve_device(device)
     generator = nets.generator.to(torch_device)
-    pool, names = None, None
+    pool, names, record, notices = None, None, None, []
     if spec.inputs is GeneratorInputs.SAME_CLASS_PAIRS:
         real = _source_images(state, cfg, source_data)
         pool = SourcePool(torch.from_numpy(real.images).to(torch_device) * 2 - 1, torch.from_numpy(real.labels),
                           model["num_classes"])
-        names = _source_names(real)
+        names, notices = _source_names(real), list(real.notices)
+        if source_data is not None:
+            load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": cfg.interpolation}
+            record = record_of_images("rewritten sources", real, str(real.splits[0]), load)
     elif source_data is not None:
         raise ConfigError(f"--input is for models that rewrite real images (gaunet); {spec.name} samples from noise alone")
     recalibrate_batch_norm(generator, calibration_inputs(cfg, model["num_classes"], torch_device, seed=cfg.seed,
                                                          sources=pool))
     return LoadedGenerator(generator, cfg, model, state["data"], int(state["step"]),
-                           file_sha256(run_dir / CHECKPOINT), torch_device, pool, names)
+                           file_sha256(run_dir / CHECKPOINT), torch_device, pool, names, run_dir, record, notices)
 
 
 def _source_images(state: dict, cfg, source_data: str | None) -> LabeledImages:
@@ -209,6 +221,10 @@ def write_samples(run: str | Path | LoadedGenerator, out: str | Path, n_per_clas
             _write_npz(tmp, images, labels, names, bit_depth, rows)
         for k, name in enumerate(names):
             save_grid(tmp / f"grid_{class_dir_name(name)}.png", images[labels == k][:GRID_PER_CLASS], nrow=8)
+        write_provenance(tmp, loaded.provenance(), {
+            "command": "sample", "run": str(Path(loaded.run_dir).resolve()) if loaded.run_dir else None,
+            "model": loaded.model["name"], "checkpoint_sha256": loaded.checkpoint_sha256, "step": loaded.step,
+            "seed": seed, "n_per_class": n_per_class})
     ctx.barrier()  # no rank returns before the folder is there
     return Path(out)
 

@@ -15,6 +15,15 @@ console = Console(stderr=True, soft_wrap=True)  # notices, progress and errors: 
 out_console = Console(soft_wrap=True)
 
 
+def say(notices) -> None:
+    """Print a reader's or a command's notes: "warning: ..." ones in red, the rest as notices."""
+    for text in notices:
+        if text.startswith("warning: "):
+            console.print(f"[red]warning:[/] {text[len('warning: '):]}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[yellow]notice:[/] {text}", highlight=False, soft_wrap=True)
+
+
 LOG_EVERY_SECONDS = 30.0
 
 

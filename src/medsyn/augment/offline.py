@@ -122,18 +122,40 @@ def augment_dataset(
 def write_augmented(src: LabeledImages, out: Path, preset: str, copies: int | None, seed: int = 0) -> Path:
     """Write originals plus augmented copies as a class-folder set, atomically, and return ``out``.
 
+    With splits (give ``source_split``'s output), only train images get copies: val and test
+    images are written once, as they are, and the manifest's ``split`` column keeps every image in
+    its split, so a later ``classify`` on the folder holds out the same images and no copy of a
+    held-out image lands in training.
+
     ``out`` gets ``<class>/aug_<i>.png``, ``classes.txt`` and ``manifest.csv`` (columns path, label,
     class_name, source_index, copy (0 = original), preset, seed, and source_path / split /
     patient_id when the source has them), plus ``grid_<class>.png`` per class: each row an original
     followed by its first augmented copies.
     """
-    result = augment_with_provenance(src, preset, copies, seed, include_original=True)
+    result = originals_and_train_copies(src, preset, copies, seed)
     rows = _manifest_rows(src, result, preset, seed)
     with atomic_dir(out) as tmp:
         data = result.data
         write_image_folder(tmp, data.images, data.labels, data.class_names, data.bit_depth, rows=rows, stem="aug")
         _write_grids(tmp, src, result)
     return Path(out)
+
+
+def originals_and_train_copies(src: LabeledImages, preset: str, copies: int | None, seed: int) -> AugmentedSet:
+    """Every original (copy 0, in source order), then the copies of the train images only."""
+    train = np.flatnonzero(src.splits == "train") if src.splits is not None else np.arange(len(src))
+    made = augment_with_provenance(src.subset(train), preset, copies, seed, include_original=False)
+    source_index = np.concatenate([np.arange(len(src)), train[made.source_index]]).astype(np.int64)
+    copy = np.concatenate([np.zeros(len(src), dtype=np.int64), made.copy])
+    paths = None if src.paths is None else [
+        src.paths[i] if k == 0 else f"{src.paths[i]}#aug={k}" for i, k in zip(source_index, copy)]
+    pick = lambda a: None if a is None else a[source_index]  # noqa: E731
+    data = LabeledImages(
+        images=np.concatenate([np.asarray(src.images, dtype=np.float32), made.data.images]),
+        labels=src.labels[source_index], class_names=list(src.class_names), source=src.source, format="augmented",
+        bit_depth=src.bit_depth, splits=pick(src.splits), patient_ids=pick(src.patient_ids), paths=paths,
+        notices=made.data.notices)
+    return AugmentedSet(data=data, source_index=source_index, copy=copy)
 
 
 def _manifest_rows(src: LabeledImages, result: AugmentedSet, preset: str, seed: int) -> list[dict]:
@@ -151,13 +173,12 @@ def _manifest_rows(src: LabeledImages, result: AugmentedSet, preset: str, seed: 
 
 
 def _write_grids(folder: Path, src: LabeledImages, result: AugmentedSet) -> None:
-    """One grid per class: up to GRID_ROWS originals, each followed by up to GRID_COPIES copies."""
-    n = len(src)
+    """One grid per class: up to GRID_ROWS augmented originals, each followed by up to GRID_COPIES copies."""
     shown = min(GRID_COPIES, int(result.copy.max(initial=0)))
+    row_of = {(int(i), int(k)): r for r, (i, k) in enumerate(zip(result.source_index, result.copy)) if k <= shown}
     for label, name in enumerate(src.class_names):
-        members = np.flatnonzero(src.labels == label)[:GRID_ROWS]
-        if len(members) == 0:
+        members = [i for i in np.flatnonzero(src.labels == label) if (int(i), shown) in row_of][:GRID_ROWS]
+        if not members:
             continue
-        # Row k*n + i of the result holds copy k of source image i (originals are included).
-        rows = [result.data.images[k * n + i] for i in members for k in range(shown + 1)]
+        rows = [result.data.images[row_of[(int(i), k)]] for i in members for k in range(shown + 1)]
         save_grid(folder / f"grid_{class_dir_name(name)}.png", np.stack(rows), nrow=shown + 1)

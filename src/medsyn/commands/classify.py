@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from medsyn.errors import ConfigError, DataError
-from medsyn.ui import PRESET_NAMES, console, out_console, progress
+from medsyn.ui import PRESET_NAMES, console, out_console, progress, say
 
 
 def parse_volume(text: Optional[str]) -> int | float | None:
@@ -64,9 +64,10 @@ def classify(
     arm = arm_for(bool(classic), bool(synthetic))
     train_set = build_arm(arm, train, synthetic=pool, classic_preset=classic, classic_copies=copies or 1,
                           volume=wanted_volume, seed=seed)
-    console.print(f"training {classifier} on {len(train_set)} images ({arm.value} arm; {train.size}x{train.size}x"
-                  f"{train.channels}, {train.num_classes} classes), validating on {len(val)}, up to {cfg.epochs} epochs",
-                  highlight=False, soft_wrap=True)
+    console.print(f"training {classifier} on {len(train_set)} images ({arm.value} arm: the {len(train)} images of "
+                  f"{data}'s train split{' and more' if len(train_set) > len(train) else ''}; {train.size}x{train.size}x"
+                  f"{train.channels}, {train.num_classes} classes), validating on its val split ({len(val)}), testing "
+                  f"on its test split ({len(test)}), up to {cfg.epochs} epochs", highlight=False, soft_wrap=True)
     trained, seconds = _train(classifier, train_set, val, cfg.epochs, seed, device, overrides, weights)
     report = _evaluate(trained, test, seed)
     _print_report(report, trained.class_names)
@@ -84,12 +85,12 @@ def classify(
 def _load_sets(data, manifest, seed, synthetic, classic, volume):
     """(train, val, test, synthetic pool or None), every input checked before any training starts."""
     from medsyn.augment import build_preset
-    from medsyn.data import load_source, resolve_split
+    from medsyn.data import load_source, source_split
     from medsyn.evaluate.arms import check_compatible, synthetic_per_class
 
-    real = resolve_split(load_source(data, manifest=manifest), seed)
-    for notice in real.notices:
-        console.print(f"[yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
+    # the source's one split, whatever --seed: the split the generator's run held out too
+    real = source_split(load_source(data, manifest=manifest))
+    say(real.notices)
     train, val, test = (real.split(name) for name in ("train", "val", "test"))
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
@@ -98,8 +99,11 @@ def _load_sets(data, manifest, seed, synthetic, classic, volume):
         build_preset(classic, real.size)
     pool = None
     if synthetic:
+        from medsyn.provenance import check_made_without_held_out
+
         pool = load_source(synthetic)
         check_compatible(train, pool)
+        say(check_made_without_held_out(synthetic, data, manifest))  # refuses a set made from val/test images
         synthetic_per_class(train, pool, volume)  # too small a pool fails here, not after training
     return train, val, test, pool
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from medsyn.errors import ConfigError
-from medsyn.ui import console, out_console
+from medsyn.ui import console, out_console, say
 
 DEFAULT_CLUSTERS = 200  # Han et al. 2019 clustered into 200 groups
 
@@ -80,8 +80,10 @@ def curate_command(
         raise ConfigError(f"--batch must be at least 1, got {batch}")
     ensure_new_dir(out)
 
+    from medsyn.provenance import read_provenance, write_provenance
+
     synthetic_set = load_source(synthetic)
-    _print_notices(synthetic_set.notices)
+    say(synthetic_set.notices)
     record = {"input": synthetic, "seed": seed}
     if review is not None:
         reviewed = curate.read_review(review, synthetic_set)
@@ -91,11 +93,12 @@ def curate_command(
         clustering = curate.from_review(reviewed)
         record |= {"review": str(review), **{k: reviewed.record.get(k) for k in ("features", "clusters", "real", "score")}}
         description = ""
+        reference = [r for r in read_provenance(review) or [] if r.role == "curation reference"]
     else:
-        clustering, description, facts = _cluster(synthetic_set, clusters, features or "inception", weights, real,
-                                                  seed, batch, device, cache)
+        clustering, description, facts, reference = _cluster(synthetic_set, clusters, features or "inception",
+                                                             weights, real, seed, batch, device, cache)
         record |= facts
-    _print_notices(clustering.notices)
+    say(clustering.notices)
 
     reasons = None
     if deciding:
@@ -108,8 +111,14 @@ def curate_command(
         record |= {"discard_clusters": sorted(t for _, t in tokens), "max_score": max_score,
                    "discard_fraction": discard_fraction, "kept": sum(not r for r in reasons),
                    "discarded": sum(bool(r) for r in reasons)}
+    # the kept set was shaped by the input's real images and by the real images it was scored against
+    provenance = (read_provenance(synthetic) or []) + reference
     with atomic_dir(out) as tmp:
         curate.write_curation(tmp, synthetic_set, clustering, reasons, record, description)
+        made_by = {"command": "curate", "input": synthetic, "seed": seed, "review": str(review) if review else None}
+        write_provenance(tmp, reference, made_by)  # the scores' real images, for a later --review
+        if reasons is not None:
+            write_provenance(tmp / curate.KEPT_DIR, provenance, made_by)
     _print_summary(out, synthetic_set, clustering, reasons, time.perf_counter() - started)
 
 
@@ -149,7 +158,13 @@ def _cluster(synthetic_set, clusters: int, features: str, weights, real: str | N
                                                    if score else "No scores (no --real)."))
     facts = {"features": extractor.key, "clusters": clusters, "real": None if real_set is None else real_set.source,
              "score": score}
-    return clustering, description, facts
+    from medsyn.provenance import record_of_images
+
+    reference = []
+    if real_set is not None:
+        load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": "bilinear"}
+        reference = [record_of_images("curation reference", real_set, str(real_set.splits[0]), load)]
+    return clustering, description, facts, reference
 
 
 def _load_real(spec: str, synthetic_set):
@@ -158,20 +173,14 @@ def _load_real(spec: str, synthetic_set):
     from medsyn.data.loader import parse_spec
     from medsyn.evaluate.arms import check_compatible
 
-    real_set = load_source(spec)
-    _print_notices(real_set.notices)
-    if parse_spec(spec)[1] is None and real_set.splits is not None and (real_set.splits == "train").any():
-        real_set = real_set.split("train")
-        real_set.source = f"{spec}:train"
-        _print_notices([f"scoring against the train split of {spec} ({len(real_set)} images); name a split "
-                        f"with {spec}:SPLIT to choose another"])
+    from medsyn.data.splits import source_split, take_split
+
+    # the source's one split (its own, else medsyn's seeded patient-level one): test images never steer curation
+    real_set, line, warning = take_split(source_split(load_source(spec)), parse_spec(spec)[1] or "train",
+                                         "scoring against")
+    say([*real_set.notices, line] + ([f"warning: {warning}"] if warning else []))
     check_compatible(real_set, synthetic_set)
     return real_set
-
-
-def _print_notices(notices: list[str]) -> None:
-    for notice in notices:
-        console.print(f"[yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(out: Path, synthetic_set, clustering, reasons, seconds: float) -> None:

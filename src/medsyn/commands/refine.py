@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medsyn.ui import out_console, progress
+from medsyn.ui import out_console, progress, say
 
 
 def refine_command(
@@ -26,7 +26,9 @@ def refine_command(
         raise ConfigError(f"--batch must be at least 1, got {batch}")
     ensure_new_dir(out)
     loaded = load_refiner(run, device)  # a missing or wrong run fails here, before any reading
-    total = len(read_input(loaded, input_source))  # bad input fails here with one line, before the progress bar
+    checked = read_input(loaded, input_source)  # bad input fails here with one line, before the progress bar
+    say(checked.notices)
+    total = len(checked)
     with progress() as bar:
         task = bar.add_task("refine", total=total, info="")
         started, done = time.perf_counter(), [0]

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from medsyn.ui import console, out_console, progress
+from medsyn.ui import console, out_console, progress, say
 
 
 def study_command(
@@ -41,6 +41,7 @@ def study_command(
 
         runner = StudyRunner(cfg, out, quick=quick, on_unit=on_unit, on_progress=on_progress)
         runner.prepare()  # data, folds, names of models/classifiers/presets: errors before any training
+        say(runner.notices)
         bar.update(units, total=runner.units_total())
         try:
             results = runner.run()

@@ -5,7 +5,7 @@ Everything comes back as one LabeledImages (float32 (N, C, H, W) in [0, 1], int6
 from medsyn.data.info import describe
 from medsyn.data.loader import load_source
 from medsyn.data.preprocess import Interpolation
-from medsyn.data.splits import patient_kfold, patient_split, resolve_split
+from medsyn.data.splits import patient_kfold, patient_split, source_split
 from medsyn.data.types import SPLITS, LabeledImages
 
 __all__ = [
@@ -16,5 +16,5 @@ __all__ = [
     "load_source",
     "patient_kfold",
     "patient_split",
-    "resolve_split",
+    "source_split",
 ]

@@ -86,7 +86,10 @@ def read_dicom(path: Path, window: tuple[float, float] | None = None) -> list[De
         bits = int(ds.get("BitsStored", 8) or 8)
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         monochrome1 = str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
-        patient = str(ds.get("PatientID", "") or "").strip() or None
+        # An anonymised file may lack PatientID; its study (one patient's examination) still groups its
+        # images, so patient-level splits keep a study's slices together.
+        study = str(ds.get("StudyInstanceUID", "") or "").strip()
+        patient = str(ds.get("PatientID", "") or "").strip() or (f"study {study}" if study else None)
     except (TypeError, ValueError) as exc:
         raise DataError(path, f"bad DICOM header value ({exc})") from None
     depth = 16 if bits > 8 else 8

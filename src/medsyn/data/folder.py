@@ -177,32 +177,57 @@ def read_folder(
                 splits += [split or ""] * len(items)
     if not decoded:
         raise DataError(root, "no image, DICOM or NIfTI files in any class folder")
-    _patients_from_root_manifest(root, decoded)
+    listed_splits = _from_root_manifest(root, decoded)
+    if parts[0][0] is None and listed_splits is not None:
+        splits, parts = listed_splits, [("manifest", [])]  # e.g. `medsyn augment` output keeps its source's split
     notices = [f"class folder {name} is empty" for name in empty_listed]
+    synthetic = (root / PROVENANCE).is_file() or _lists_checkpoints(root)
     return assemble(decoded, labels, names, source=str(root), conform=conform,
-                    splits=splits if parts[0][0] is not None else None, notices=notices)
+                    splits=splits if parts[0][0] is not None else None, notices=notices,
+                    format="medsyn-samples" if synthetic else None)
 
 
-def _patients_from_root_manifest(root: Path, decoded: list[DecodedImage]) -> None:
-    """Take patient ids from root/manifest.csv (as medsyn writes it) for files it lists.
+PROVENANCE = "provenance.json"  # written by medsyn sample, refine and curate: the folder holds synthetic images
 
-    A folder tree cannot say which images share a patient, but the manifest written beside it
-    can, and patient-level splits need that. An unreadable manifest is ignored: it is optional.
-    """
+
+def _manifest_rows(root: Path) -> list[dict[str, str]] | None:
     listing = root / "manifest.csv"
     if not listing.is_file():
-        return
+        return None
     try:
         with open(listing, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
+            return list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error):
-        return
-    patients = {str((root / (row.get("path") or "").strip()).resolve()): (row.get("patient_id") or "").strip()
-                for row in rows if (row.get("path") or "").strip()}
+        return None
+
+
+def _lists_checkpoints(root: Path) -> bool:
+    """A sample folder written before provenance.json existed: its manifest names the generator (model,
+    checkpoint_sha256 columns, as `medsyn sample` writes them)."""
+    rows = _manifest_rows(root)
+    return bool(rows) and bool({"model", "checkpoint_sha256"} & set(rows[0]))
+
+
+def _from_root_manifest(root: Path, decoded: list[DecodedImage]) -> list[str] | None:
+    """Take patient ids (and, when every file has one, splits) from root/manifest.csv as medsyn writes it.
+
+    A folder tree cannot say which images share a patient or which split an image belongs to,
+    but the manifest written beside it can, and patient-level splits need that. An unreadable
+    manifest is ignored: it is optional.
+    """
+    rows = _manifest_rows(root)
+    if not rows:
+        return None
+    by_file = {str((root / (row.get("path") or "").strip()).resolve()): row
+               for row in rows if (row.get("path") or "").strip()}
+    splits = []
     for item in decoded:
-        patient = patients.get(str(Path(_FRAME_SUFFIX.sub("", item.origin)).resolve()))
+        row = by_file.get(str(Path(_FRAME_SUFFIX.sub("", item.origin)).resolve()), {})
+        patient = (row.get("patient_id") or "").strip()
         if patient:
             item.patient_id = patient
+        splits.append((row.get("split") or "").strip().lower())
+    return splits if all(s in SPLITS for s in splits) else None
 
 
 def assemble(

@@ -33,8 +33,15 @@ def describe(ds: LabeledImages) -> list[tuple[str, str]]:
         ("channels", f"{ds.channels} ({_CHANNEL_NAMES.get(ds.channels, 'other')})"),
         ("bit depth", str(ds.bit_depth)),
     ]
-    if ds.splits is None:
-        rows.append(("splits", "none in the source"))
+    if ds.format == "medsyn-samples":
+        rows.append(("splits", "none: a synthetic set (provenance.json); every image may train"))
+    elif ds.splits is None:
+        from medsyn.data.splits import SPLIT_SEED, patient_split
+
+        made = patient_split(ds, seed=SPLIT_SEED)
+        counts = ", ".join(f"{s} {int((made == s).sum())}" for s in SPLITS)
+        rows.append(("splits", f"none in the source; every medsyn command uses its patient-level split "
+                               f"{counts} (seed {SPLIT_SEED}; `medsyn data split` writes it to a manifest)"))
     else:
         names = [s for s in SPLITS if (ds.splits == s).any()]
         rows.append(("splits", ", ".join(f"{s} {int((ds.splits == s).sum())}" for s in names)))

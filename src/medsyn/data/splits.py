@@ -1,19 +1,35 @@
-"""Patient-level splits: no patient's images on both sides of a train/test boundary."""
+"""Patient-level splits: no patient's images on both sides of a train/test boundary.
+
+Every medsyn command that trains, tunes or evaluates on a source uses one split of it, decided
+once (``source_split``): the source's own (a MedMNIST file's, a manifest's ``split`` column, a
+``train/val/test`` folder tree), checked for patients on both sides; otherwise the seeded
+patient-level 70/10/20 split of ``patient_split`` with the fixed SPLIT_SEED, whatever the
+command's own seed, so ``train``, ``sample``, ``refine``, ``curate``, ``augment`` and ``classify``
+agree on which images are held out. ``medsyn data split`` writes it into a manifest.
+"""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
 from medsyn.data.types import SPLITS, LabeledImages
-from medsyn.errors import ConfigError
+from medsyn.errors import ConfigError, DataError
 
 DEFAULT_RATIOS = (0.7, 0.1, 0.2)
+SPLIT_SEED = 0  # the split of a source without its own: one for every command, never the run's seed
+WITHIN_FILE = re.compile(r"#(frame|slice)=\d+$")  # frames of a DICOM file, slices of a NIfTI volume
 
 
 def patient_groups(ds: LabeledImages) -> np.ndarray:
-    """One group key per image: its patient id, or the image itself when the patient is unknown."""
+    """One group key per image: its patient id; else its file, for the frames or slices of one
+    volume (an anonymised multi-frame DICOM is one patient); else the image itself."""
     own = np.array([f"<no patient id> image {i}" for i in range(len(ds))], dtype=object)
+    if ds.paths is not None:
+        files = np.array([f"<no patient id> file {WITHIN_FILE.sub('', p)}" if WITHIN_FILE.search(p) else o
+                          for p, o in zip(ds.paths, own)], dtype=object)
+        own = files
     if ds.patient_ids is None:
         return own
     ids = np.asarray(ds.patient_ids).astype(str).astype(object)
@@ -91,10 +107,75 @@ def patient_kfold(ds: LabeledImages, k: int = 3, seed: int = 0) -> list[tuple[np
     return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(int(k))]
 
 
-def resolve_split(ds: LabeledImages, seed: int = 0) -> LabeledImages:
-    """ds with ``splits`` filled: the source's own split when it has one, else ``patient_split``."""
-    if ds.splits is not None and all(s in SPLITS for s in np.unique(ds.splits)):
+def check_patients_within_splits(ds: LabeledImages) -> None:
+    """A given split (manifest column, folder tree) must keep every patient on one side.
+
+    Raises:
+        DataError: a patient (or a volume's file) has images in two splits, named with the splits.
+    """
+    if ds.splits is None:
+        return
+    groups = patient_groups(ds).astype(str)
+    known = ~np.char.startswith(groups, "<no patient id> image")
+    if not known.any():
+        return
+    keys, inverse = np.unique(groups[known], return_inverse=True)
+    splits = np.asarray(ds.splits)[known]
+    for g in range(len(keys)):
+        present = sorted(set(splits[inverse == g].tolist()))
+        if len(present) > 1:
+            who = keys[g].replace("<no patient id> file ", "the frames of ")
+            raise DataError(ds.source, f"patient {who!r} has images in the {' and '.join(present)} splits; a "
+                                       "patient must be on one side, or held-out results are not independent "
+                                       "(fix the split, or drop it and let medsyn make a patient-level one)")
+
+
+def has_own_split(ds: LabeledImages) -> bool:
+    return ds.splits is not None and all(s in SPLITS for s in np.unique(ds.splits))
+
+
+def source_split(ds: LabeledImages, seed: int = SPLIT_SEED) -> LabeledImages:
+    """ds with ``splits`` filled: the source's own split (patients checked), else ``patient_split``.
+
+    Synthetic sets (``medsyn sample`` folders) are not split: every image may train.
+    """
+    if ds.format == "medsyn-samples":
+        return dataclasses.replace(ds, splits=np.full(len(ds), "train"))
+    if has_own_split(ds):
+        check_patients_within_splits(ds)
         return ds
-    level = "patient" if ds.patient_ids is not None else "image"
-    notice = f"the source has no split: made a {level}-level 70/10/20 split stratified by class (seed {seed})"
+    level = "patient" if ds.patient_ids is not None else "image (no patient ids)"
+    notice = (f"{ds.source} has no split of its own: medsyn uses its {level}-level 70/10/20 split stratified by "
+              f"class (seed {seed}), the same in every command; `medsyn data split` writes it into a manifest")
     return dataclasses.replace(ds, splits=patient_split(ds, seed=seed), notices=[*ds.notices, notice])
+
+
+def take_split(ds: LabeledImages, split: str, purpose: str) -> tuple[LabeledImages, str, str | None]:
+    """The rows of one split of a source split by ``source_split``, and what to tell the user.
+
+    Args:
+        ds: a set with ``splits`` (``source_split``'s output, or one split of a source).
+        split: "train" for anything that trains or tunes; another split only when asked for.
+        purpose: what the command does with it, e.g. "training on", "scoring against".
+
+    Returns:
+        (the split's rows, a line naming the split and what is held out, a warning when the rows
+        are a split that evaluations hold out (val or test), else None).
+
+    Raises:
+        DataError: the source has no images in that split.
+    """
+    counts = {name: int((ds.splits == name).sum()) for name in SPLITS}
+    if counts.get(split, 0) == 0:
+        present = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
+        raise DataError(ds.source, f"has no {split!r} images (its splits: {present})")
+    chosen = ds.split(split)
+    held = ", ".join(f"{name} {n}" for name, n in counts.items() if n and name != split)
+    synthetic = " (synthetic images: all of them)" if ds.format == "medsyn-samples" else ""
+    line = (f"{purpose} the {split} split of {ds.source}: {len(chosen)} images"
+            + (f"; held out: {held}" if held else "") + synthetic)
+    warning = None
+    if split != "train" and ds.format != "medsyn-samples":
+        warning = (f"{purpose} the {split} split of {ds.source}, which evaluations hold out: any result on those "
+                   f"images is no longer independent (classify and studies refuse synthetic images made from them)")
+    return chosen, line, warning

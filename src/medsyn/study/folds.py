@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medsyn import atomic
-from medsyn.data import load_source, patient_kfold, patient_split, resolve_split
+from medsyn.data import load_source, patient_kfold, patient_split, source_split
 from medsyn.data.phantoms import make_phantoms
 from medsyn.data.types import LabeledImages
 from medsyn.imageio import to_uint
@@ -63,7 +63,7 @@ def make_folds(cfg: StudyConfig, data: LabeledImages, train_cap: int | None = No
     if cfg.split.kind == "patient":
         split_names = patient_split(data, seed=seed)
     else:
-        split_names = resolve_split(data, seed=seed).splits
+        split_names = source_split(data).splits  # the split every medsyn command uses on this source
     pick = {name: np.flatnonzero(split_names == name) for name in ("train", "val", "test")}
     return [Fold(0, cap_per_class(data.subset(pick["train"]), train_cap, seed), data.subset(pick["val"]),
                  data.subset(pick["test"]), pick["test"])]
@@ -78,3 +78,33 @@ def write_fold_npz(ds: LabeledImages, path: Path) -> Path:
     return atomic.write_with(path, lambda tmp: np.savez_compressed(
         tmp, train_images=images, train_labels=ds.labels.reshape(-1, 1), class_names=np.array(ds.class_names)),
         suffix=".npz")
+
+
+def held_out_identities(cfg: StudyConfig, folds: list[Fold], data: LabeledImages, size: int, channels: int,
+                        interpolation: str) -> list[set[str]] | None:
+    """Per fold, the identities (medsyn.provenance) of its val and test images, read at the given
+    geometry as a run read its training images; None when they cannot be read that way (the
+    built-in phantoms are rendered at one size, not read)."""
+    from medsyn.provenance import image_hashes
+
+    if (size, channels, interpolation) != (data.size, data.channels, "bilinear"):
+        if cfg.data.source == "phantoms":
+            return None
+        data = load_source(resolve_source(cfg), size=size, channels=channels, interpolation=interpolation)
+        folds = make_folds(cfg, data)
+    return [set(image_hashes(fold.val.images)) | set(image_hashes(fold.test.images)) for fold in folds]
+
+
+def split_notices(cfg: StudyConfig, data: LabeledImages) -> list[str]:
+    """What the study's split keeps apart, said before it runs."""
+    from medsyn.data.splits import has_own_split
+
+    kind = cfg.split.kind
+    if kind == "source" and has_own_split(data):
+        return [f"split: {data.source}'s own train/val/test split"]
+    if data.patient_ids is None:
+        what = {"kfold": f"{cfg.split.folds}-fold cross-validation", "patient": "a 70/10/20 split",
+                "source": "medsyn's 70/10/20 split"}[kind]
+        return [f"warning: {what} of {data.source} by image: it has no patient ids, so images of one patient can be "
+                "on both sides of a fold (give a manifest with a patient_id column to keep patients whole)"]
+    return [f"split: {kind} by patient ({len(set(data.patient_ids.tolist()))} patients), stratified by class"]

@@ -14,9 +14,13 @@ import yaml
 from medsyn.atomic import write_text
 from medsyn.config import TrainConfig, to_dict
 from medsyn.data import load_source
+from medsyn.data.loader import parse_spec
+from medsyn.data.splits import source_split, take_split
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.models.base import AnySpec, Role
+from medsyn.provenance import image_hashes
+from medsyn.recipes import DEFAULT_RECIPE, describe_recipe, load_recipe
 from medsyn.train.checkpoint import CHECKPOINT, load_checkpoint
 from medsyn.train.gan import GanTrainer
 from medsyn.train.loop import TrainResult, fit
@@ -52,13 +56,15 @@ def fingerprint(data: LabeledImages) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_training_data(options: DataOptions, cfg: TrainConfig) -> LabeledImages:
+def load_training_data(options: DataOptions, cfg: TrainConfig, purpose: str = "training on") -> LabeledImages:
+    """The images a run trains on: the train split (``source_split``) of the source, or the split
+    the source spec (``x.npz:test``) or ``split`` names, with a notice saying which (and a warning
+    in ``notices`` prefixed "warning:" when it is a held-out split)."""
     data = load_source(options.source, size=cfg.size, channels=cfg.channels, interpolation=cfg.interpolation,
                        manifest=options.manifest, axis=options.axis, slices=options.slices, window=options.window)
-    if data.splits is not None and len(set(data.splits.tolist())) > 1:
-        if cfg.split not in set(data.splits.tolist()):
-            raise DataError(options.source, f"has no {cfg.split!r} split (it has {sorted(set(data.splits.tolist()))})")
-        data = data.split(cfg.split)
+    explicit = parse_spec(options.source)[1]
+    data, line, warning = take_split(source_split(data), explicit or cfg.split, purpose)
+    data.notices = [*data.notices, line] + ([f"warning: {warning}"] if warning else [])
     counts = data.class_counts()
     empty = [data.class_names[k] for k, c in enumerate(counts) if c == 0]
     if cfg.per_class and empty:
@@ -68,7 +74,8 @@ def load_training_data(options: DataOptions, cfg: TrainConfig) -> LabeledImages:
     return data
 
 
-def _data_info(options: DataOptions, data: LabeledImages) -> dict[str, Any]:
+def _data_info(options: DataOptions, data: LabeledImages, cfg: TrainConfig) -> dict[str, Any]:
+    """data.json: how the training images were read, and each one's identity (medsyn.provenance)."""
     load = asdict(options)
     load["source"] = _resolved(options.source)
     if options.refine_source is not None:
@@ -76,7 +83,8 @@ def _data_info(options: DataOptions, data: LabeledImages) -> dict[str, Any]:
     return {
         "load": load, "format": data.format, "class_names": list(data.class_names), "class_counts": data.class_counts(),
         "images": len(data), "size": data.size, "channels": data.channels, "bit_depth": data.bit_depth,
-        "fingerprint": fingerprint(data), "notices": list(data.notices),
+        "interpolation": cfg.interpolation, "split": str(data.splits[0]) if data.splits is not None else "train",
+        "fingerprint": fingerprint(data), "notices": list(data.notices), "image_hashes": image_hashes(data.images),
     }
 
 
@@ -120,6 +128,12 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     """Validate everything (config, data, run folder) before anything is written."""
     out = Path(out)
     state = None
+    recipe_notice = None
+    if not resume and not any("model" in layer for layer in layers):
+        # No model chosen: medsyn's recommended recipe, under everything the user did set.
+        layers = [load_recipe(DEFAULT_RECIPE), *layers]
+        recipe_notice = (f"no --model given: training medsyn's recommended recipe {DEFAULT_RECIPE!r} "
+                         f"({describe_recipe()}); pass --model NAME for a paper's model")
     user_layers = len(layers)
     if resume:
         state = load_checkpoint(out)
@@ -147,12 +161,14 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
         raise ConfigError(f"--source is for refiners (simgan, unit, munit); {spec.name} is a generator and trains on --data alone")
     data = load_training_data(data_options, cfg)
     synthetic = _refiner_data(data_options, cfg, data, spec) if refiner else None
-    info = _data_info(data_options, data)
+    info = _data_info(data_options, data, cfg)
     if synthetic is not None:
         info["synthetic"] = {"fingerprint": fingerprint(synthetic), "images": len(synthetic),
                              "class_counts": synthetic.class_counts(), "format": synthetic.format}
     if state is not None and state["data"]["fingerprint"] != info["fingerprint"]:
-        raise RunError(f"{out}: the data differ from the data this run was trained on; resume with the same --data")
+        raise RunError(f"{out}: the data differ from the data this run was trained on ({state['data']['images']} "
+                       f"images then, {info['images']} now); resume with the same --data (a run made before medsyn "
+                       f"kept held-out images out trained on the whole of a source without a split)")
     if state is not None and state["data"].get("synthetic") != info.get("synthetic"):
         raise RunError(f"{out}: the synthetic images differ from those this run was trained on; resume with the same --source")
     if synthetic is not None:
@@ -162,6 +178,8 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     if state is not None:
         trainer.load_state_dict(state)
     notices = list(data.notices) + (list(synthetic.notices) if synthetic is not None else []) + trainer.notices
+    if recipe_notice:
+        notices.insert(0, recipe_notice)
     if refiner:
         notices.append(f"{spec.name}: {'one refiner per class' if cfg.per_class else 'one refiner for all classes'}; "
                        "labels pass through unchanged")
