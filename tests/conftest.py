@@ -1,12 +1,24 @@
 """Shared test fixtures: where the real data lives, and small writers for DICOM, NIfTI and PNG fixtures."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHARED_DIR = Path(__file__).parents[1].parent / "shared"  # ../shared beside the repository
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, one compute thread per worker: torch (and the `medsyn` subprocesses the
+    tests start) would otherwise each use every core, and two workers on two cores would run four
+    busy threads. A test that needs a thread count (torchrun's) sets its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +106,18 @@ def make_npz(tmp_path):
         np.savez(path, train_images=images, train_labels=labels)
         return str(path)
     return make
+
+
+@pytest.fixture
+def split_npz(tmp_path) -> str:
+    """A MedMNIST-style .npz with its own split: 24 train, 6 val, 9 test images of 3 classes, 28x28."""
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 6), ("test", 9)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(-1, 1)
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    return str(tmp_path / "mnist.npz")
 
 
 @pytest.fixture

@@ -49,12 +49,12 @@ def test_classic_arm_adds_copies_after_the_originals(real):
     assert not np.array_equal(arm.images[len(real):2 * len(real)], real.images)
 
 
-@pytest.mark.parametrize("volume, per_class", [(7, 7), (0.5, 10), (2.0, 40), (None, 40)])
-def test_synthetic_arm_is_balanced_for_count_and_multiple(real, pool, volume, per_class):
-    # A float is a multiple of the real mean per-class count (40 images / 2 classes = 20).
+@pytest.mark.parametrize("volume, per_class", [(7, [7, 7]), (0.5, [15, 5]), (1.0, [30, 10]), (None, [40, 40])])
+def test_synthetic_arm_takes_a_count_or_a_multiple_of_each_class(real, pool, volume, per_class):
+    # The real set has 30 and 10 images: 0.5x adds half of each class, as --help says.
     arm = build_arm("synthetic", real, synthetic=pool, volume=volume, seed=0)
     added = arm.labels[len(real):]
-    assert np.bincount(added, minlength=2).tolist() == [per_class, per_class]
+    assert np.bincount(added, minlength=2).tolist() == per_class
     assert np.array_equal(arm.images[:len(real)], real.images)
 
 
@@ -119,6 +119,19 @@ def test_tsne_is_seeded_and_writes_a_png(trained, real, pool, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(path.parent.glob(".*"))
 
 
+def test_pixel_tsne_embeds_the_pixels_as_the_brain_mri_paper(real, pool, tmp_path):
+    from medsyn.evaluate.tsne import embed_sets, plot_tsne
+
+    sets = {"real": real, "dcgan": pool}
+    a, b = (embed_sets(None, sets, per_class=8, seed=1, perplexity=100, iterations=250) for _ in range(2))
+    assert np.array_equal(a.coords, b.coords) and a.coords.shape == (2 * 2 * 8, 2)
+    assert a.class_names == list(real.class_names)
+    shuffled = {"real": real.subset(np.arange(len(real))[::-1]), "dcgan": pool}
+    assert not np.array_equal(embed_sets(None, shuffled, per_class=8, seed=2, iterations=250).coords, a.coords)
+    path = plot_tsne(None, sets, tmp_path / "tsne_pixels.png", seed=1, per_class=8)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_label_fidelity_and_domain_frechet(trained, real, pool):
     from medsyn.evaluate.fidelity import domain_frechet, label_fidelity
 
@@ -170,6 +183,7 @@ def test_classify_command_end_to_end(tiny_sources):
     assert sorted(p.name for p in out.iterdir()) == ["classifier.pt", "confusion.png", "metrics.json", "predictions.csv"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["arm"] == "classic+synthetic" and metrics["n_train"] == 2 * 40 + 2 * 10 and metrics["n_test"] == 20
+    assert metrics["warnings"] == [] or "predicted" in metrics["warnings"][0]
     assert metrics["test"]["auc"] == pytest.approx(float(lines[0].split()[2]), abs=1e-4)
     assert (out / "predictions.csv").read_text().splitlines()[0] == "index,true,predicted,prob_horizontal,prob_vertical"
 
@@ -203,3 +217,23 @@ def test_classify_config_errors_in_process(tiny_sources, monkeypatch, capsys, ex
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], lines
+
+
+def test_classify_warns_when_the_classifier_predicts_one_class(tiny_sources, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from medsyn.cli import app
+    from medsyn.evaluate import classify as evaluate_classify
+
+    root, real, _, _ = tiny_sources
+
+    def always_vertical(trained, data):  # what an untrained network often does: one class for every image
+        return np.tile([0.2, 0.8], (len(data), 1))
+
+    monkeypatch.setattr(evaluate_classify, "predict_proba", always_vertical)
+    result = CliRunner().invoke(app, ["classify", "--data", str(real), "--classifier", "lesion-cnn", "--epochs", "1",
+                                      "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the classifier predicted 'vertical' for all 20 test images" in " ".join(result.output.split())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["warnings"]) == 1 and "'vertical'" in metrics["warnings"][0]

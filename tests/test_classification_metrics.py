@@ -88,3 +88,12 @@ def test_mean_ci_is_a_t_interval():
     half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
     assert mean == pytest.approx(np.mean(values)) and (lo, hi) == pytest.approx((mean - half, mean + half))
     assert mean_ci([0.9]) == (0.9, 0.9, 0.9)
+
+
+def test_one_class_warning_names_the_class_only_when_every_prediction_is_it():
+    from medsyn.metrics.classification import one_class_warning
+
+    assert one_class_warning([[0, 234], [0, 390]], ["normal", "pneumonia"]).startswith(
+        "the classifier predicted 'pneumonia' for all 624 test images")
+    assert one_class_warning([[200, 34], [100, 290]], ["normal", "pneumonia"]) is None
+    assert one_class_warning([[1, 0, 0], [0, 0, 0], [3, 0, 0]], ["a", "b", "c"]).startswith("the classifier predicted 'a'")

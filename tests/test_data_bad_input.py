@@ -129,10 +129,12 @@ def test_empty_class_folder(tmp_path):
     assert err.path == str(tmp_path / "b") and err.problem.startswith("empty class folder")
 
 
-def test_folder_without_class_subfolders(tmp_path):
-    write_png(tmp_path / "1.png", np.zeros((2, 2), np.uint8))
-    err = _error(tmp_path)
-    assert err.path == str(tmp_path) and err.problem.startswith("no class subfolders")
+def test_folder_without_class_subfolders_is_one_class_and_without_images_an_error(tmp_path):
+    write_png(tmp_path / "flat" / "1.png", np.zeros((2, 2), np.uint8))
+    assert load_source(str(tmp_path / "flat")).class_names == ["flat"]
+    (tmp_path / "empty").mkdir()
+    err = _error(tmp_path / "empty")
+    assert err.path == str(tmp_path / "empty") and err.problem.startswith("no class subfolders and no image files")
 
 
 def test_csv_row_naming_missing_file(tmp_path):

@@ -155,7 +155,8 @@ def test_mixed_sizes_resized_to_most_common(tmp_path):
     write_png(tmp_path / "b" / "wide.png", np.full((4, 12), 200, np.uint8))
     ds = load_source(str(tmp_path), interpolation="bicubic")
     assert ds.images.shape == (3, 1, 8, 8)
-    assert ds.notices == ["resized 1 of 3 images to 8x8 (bicubic)"]
+    assert len(ds.notices) == 1 and ds.notices[0].startswith("resized 1 of 3 images to 8x8 (bicubic): 1 of 4x12 (e.g. ")
+    assert "wide.png" in ds.notices[0] and "the most common size" in ds.notices[0]
     np.testing.assert_allclose(ds.images[2], 200 / 255, atol=1e-6)  # a flat image stays flat
 
 
@@ -208,7 +209,8 @@ def test_nifti_slices_scaling_and_patients(tmp_path):
     np.testing.assert_allclose(ds.images[4, 0], (volume[:, :, 3] + 20) / 159, atol=1e-6)
     along_0 = load_source(str(tmp_path), axis=0, slices=(-2, None))
     assert along_0.images.shape == (4, 1, 10, 10) and along_0.paths[0].endswith("#slice=2")
-    assert along_0.notices == ["resized 4 of 4 images to 10x10 (bilinear)"]  # 4x10 slices made square
+    assert len(along_0.notices) == 1  # 4x10 slices made square, stretched 2.5x: a warning
+    assert along_0.notices[0].startswith("warning: resized 4 of 4 images to 10x10 (bilinear): 4 of 4x10 (e.g. ")
     windowed = load_source(str(tmp_path), slices=(0, 1), window=(0, 40))
     np.testing.assert_allclose(windowed.images[0, 0], np.clip((volume[:, :, 0] + 20) / 40, 0, 1), atol=1e-6)
 
@@ -254,7 +256,15 @@ def test_describe_rows(tmp_path):
     assert ("patients", "1 (+1 images without a patient id)") in rows
 
 
-def test_unknown_split_on_source_without_splits(tmp_path):
-    write_png(tmp_path / "a" / "1.png", np.zeros((2, 2), np.uint8))
-    with pytest.raises(DataError, match="defines no splits"):
-        load_source(str(tmp_path), split="test")
+def test_a_split_of_a_source_without_splits_is_the_split_every_command_uses(tmp_path):
+    from medsyn.data import source_split
+
+    for i in range(10):
+        write_png(tmp_path / "ab"[i % 2] / f"{i}.png", np.full((2, 2), i, np.uint8))
+    test = load_source(str(tmp_path), split="test")
+    expected = source_split(load_source(str(tmp_path))).split("test")
+    assert len(test) >= 2 and test.paths == expected.paths
+    assert any("has no split of its own" in n for n in test.notices)
+    write_png(tmp_path / "one" / "a" / "1.png", np.zeros((2, 2), np.uint8))
+    with pytest.raises(DataError, match="has no 'test' split"):  # one image: all of it trains
+        load_source(str(tmp_path / "one"), split="test")

@@ -84,14 +84,8 @@ def own_data(tmp_path) -> str:
 
 
 @pytest.fixture
-def medmnist(tmp_path) -> str:
-    rng = np.random.default_rng(1)
-    arrays = {}
-    for split, n in (("train", 24), ("val", 6), ("test", 9)):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(-1, 1)
-    np.savez(tmp_path / "mnist.npz", **arrays)
-    return str(tmp_path / "mnist.npz")
+def medmnist(split_npz) -> str:
+    return split_npz
 
 
 @pytest.mark.parametrize("source", ["own_data", "medmnist"])

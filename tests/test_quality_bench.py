@@ -15,7 +15,7 @@ import quality  # noqa: E402
 
 LINE = re.compile(r"^ *(\d+\.\d) min  step +(\d+)  FID (\d+\.\d\d) floor (\d+\.\d\d) ratio (\d+\.\d{3})  "
                   r"precision (\d\.\d{3}) recall (\d\.\d{3})  diversity (\d+\.\d\d|nan)$")
-TINY = ["--model", "dcgan", "--set", "width=0.0625", "--set", "batch=8", "--device", "cpu"]
+TINY = ["--model", "dcgan", "--set", "per_class=false", "--set", "width=0.0625", "--set", "batch=8", "--device", "cpu"]
 
 
 def run_main(argv):

@@ -77,7 +77,7 @@ def _units(out: Path) -> list[Path]:
 
 
 def test_tiny_study_interrupted_resumes_to_the_same_results(tmp_path):
-    cfg = study_from_dict(TINY, tmp_path)
+    cfg = study_from_dict({**TINY, "tsne": False}, tmp_path)  # t-SNE has its own tests; this one is about resuming
     whole = StudyRunner(cfg, tmp_path / "whole").run()
 
     started = []
@@ -114,7 +114,7 @@ def test_report_has_every_section(tmp_path):
     StudyRunner(cfg, tmp_path / "s").run()
     page = write_report(tmp_path / "s").read_text()
     for heading in ("Did synthetic images help?", "Classification per arm", "McNemar", "Volume sweep",
-                    "Synthetic samples", "t-SNE", "Configuration", "Versions"):
+                    "Synthetic samples", "t-SNE of classifier features", "t-SNE of pixels", "Configuration", "Versions"):
         assert heading in page, heading
     assert page.count("data:image/png;base64,") >= 4  # volume curve, 3 class grids, t-SNE
     results = json.loads((tmp_path / "s" / "results.json").read_text())
@@ -227,3 +227,18 @@ def test_every_entry_config_is_checked_before_the_first_unit(tmp_path, change, m
     with pytest.raises(ConfigError, match=message):
         StudyRunner(cfg, tmp_path / "out", on_unit=started.append).run()
     assert not started and not (tmp_path / "out").exists()
+
+
+def test_the_report_warns_about_an_arm_that_predicts_one_class():
+    from medsyn.report import _arms_section
+
+    def row(label, confusion):
+        metrics = {m: 0.5 for m in ("accuracy", "precision", "recall", "auc")}
+        return {"classifier": "resnet50", "label": label, "n_train": 10, "sensitivity": [1.0, 0.0],
+                "specificity": [0.0, 1.0], "confusion": confusion, **metrics,
+                **{f"{m}_ci": [0.4, 0.6] for m in metrics}}
+
+    results = {"data": {"classes": ["normal", "pneumonia"]},
+               "arms": [row("real", [[234, 0], [390, 0]]), row("synthetic[gan]x1", [[200, 34], [100, 290]])]}
+    html = _arms_section(results)
+    assert html.count("Warning: arm") == 1 and "arm real: the classifier predicted &#x27;normal&#x27;" in html

@@ -40,7 +40,7 @@ def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels
     assert sorted(p.name for p in out.glob("grid_*.png")) == ["grid_class_0.png", "grid_class_1.png", "grid_class_2.png"]
 
 
-@pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("dcgan", {"per_class": True}), ("wgan-gp", {"critic_steps": 2}),
+@pytest.mark.parametrize("name,overrides", [("dcgan", {"per_class": False}), ("dcgan", {}), ("wgan-gp", {"critic_steps": 2}),
                                             ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"}),
                                             ("wgan-gp", {"critic_steps": 2, "gp_every": 3})])
 def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
@@ -195,7 +195,7 @@ def test_mixed_precision_only_where_bf16_is_native_and_asked_for(monkeypatch, na
     assert out.dtype == COMPUTE_DTYPES[name] == (torch.bfloat16 if expected == "bf16 autocast" else torch.float32)
 
 
-@pytest.mark.parametrize("name,overrides", [("dcgan", {}), ("wgan-gp", {"critic_steps": 2})])
+@pytest.mark.parametrize("name,overrides", [("dcgan", {"per_class": False}), ("wgan-gp", {"critic_steps": 2})])
 def test_bf16_training_keeps_float32_state_and_resumes_exactly(tmp_path, make_npz, monkeypatch, name, overrides):
     _bf16_cpu(monkeypatch, True)
     data = make_npz()

@@ -1,6 +1,7 @@
 """The `medsyn` command line: a thin Typer layer over the package (nothing imports this module)."""
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,10 +44,10 @@ def _window(text: Optional[str]) -> tuple[float, float] | None:
     return centre, width
 
 
-ManifestOpt = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id] for folder, DICOM or NIfTI data.")
+ManifestOpt = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id][,split] for folder, DICOM or NIfTI data (default: read the folder's class subfolders).")
 AxisOpt = typer.Option(2, "--axis", help="NIfTI: axis to slice along.")
-SlicesOpt = typer.Option(None, "--slices", help="NIfTI: keep slices LO:HI (the brain-MRI paper kept 30:130).")
-WindowOpt = typer.Option(None, "--window", help="DICOM: window CENTRE,WIDTH (default: the file's own).")
+SlicesOpt = typer.Option(None, "--slices", help="NIfTI: keep slices LO:HI (default: all; Han et al. 2019 kept slices 30 to 130 of 155).")
+WindowOpt = typer.Option(None, "--window", help="Intensity window CENTRE,WIDTH in stored values, for DICOM, NIfTI and 16-bit PNG/TIFF (default: DICOM's own window, NIfTI's min-max, 16-bit images' own maximum when they use under a quarter of 0..65535).")
 
 
 @data_app.command("info")
@@ -93,7 +94,7 @@ def data_phantoms(
     out: Path = typer.Option(..., "--out", help="Folder to create (class folders of PNG + manifest.csv)."),
     size: int = typer.Option(64, "--size", help="Image side, 28 to 256."),
     per_class: int = typer.Option(60, "--per-class", help="Images per class."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seeds the phantoms' shapes, positions and noise."),
 ):
     """Make the built-in CT liver-lesion phantoms (cyst, metastasis, hemangioma), offline and deterministic."""
     from medsyn.data.phantoms import write_phantoms
@@ -111,7 +112,10 @@ def models():
 
     for name in MODELS:
         spec = MODELS.get(name)
-        out_console.print(f"{name}\t{spec.paper}", highlight=False, soft_wrap=True)
+        defaults = spec.train_defaults
+        length = next((f"{defaults[k]:g} {k}" for k in ("epochs", "steps") if k in defaults), "2000 steps (medsyn's)")
+        layout = "; one per class" if defaults.get("per_class") else ""
+        out_console.print(f"{name}\t{spec.paper}\tdefault length: {length}{layout}", highlight=False, soft_wrap=True)
     for name in recipe_names():
         default = " (the default of `medsyn train` without --model)" if name == DEFAULT_RECIPE else ""
         out_console.print(f"recipe {name}{default}\t{describe_recipe(name)}", highlight=False, soft_wrap=True)
@@ -122,8 +126,8 @@ def augment(
     source: str = typer.Argument(..., help="Data source (as for `medsyn data info`)."),
     preset: str = typer.Option(..., "--preset", help=PRESET_NAMES),
     copies: int = typer.Option(..., "--copies", help="Augmented copies per image (originals are kept too)."),
-    out: Path = typer.Option(..., "--out"),
-    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(..., "--out", help="Folder to create (class folders of PNG, manifest.csv with the split, grids)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the random augmentations."),
     manifest: Optional[str] = ManifestOpt,
 ):
     """Write a classically augmented copy of a dataset (the papers' presets), with manifest and grids."""
@@ -150,17 +154,17 @@ def augment(
 @app.command("train")
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, config, TensorBoard logs, grids)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Training data (any source `medsyn data info` reads); optional with --resume."),
-    source: Optional[str] = typer.Option(None, "--source", help="Refiners only: the synthetic images to refine (a `medsyn sample` folder or any source); optional with --resume."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training data (any source `medsyn data info` reads); its train split is used. Required unless --resume (default: the run's)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Refiners only: the synthetic images to refine (a `medsyn sample` folder or any source; default with --resume: the run's)."),
     model: Optional[str] = typer.Option(None, "--model", help="Generator or refiner from `medsyn models` (default: the recommended recipe, `--config small-data`)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total generator steps of the run."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Total passes over the training images."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total generator steps of the run (default: the model's paper length, see `medsyn models`)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Total passes over the training images, instead of --steps (default: as --steps)."),
     per_class: Optional[bool] = typer.Option(None, "--per-class/--conditional", help="One generator per class, or one conditioned on all classes."),
-    batch: Optional[int] = typer.Option(None, "--batch"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Images per training step (default: the model's paper batch, or the recipe's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (same result as never stopping)."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML file of config keys, or a shipped recipe name (small-data)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, noise and data order; same seed, same run on CPU (default: 0)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: auto)"),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file of config keys, or a shipped recipe name (small-data; the default when --model is not given)."),
     set_: list[str] = typer.Option([], "--set", help="key=value config override (repeatable)."),
     manifest: Optional[str] = ManifestOpt, axis: int = AxisOpt, slices: Optional[str] = SlicesOpt,
     window: Optional[str] = WindowOpt,
@@ -213,8 +217,8 @@ def sample(
     n_per_class: int = typer.Option(..., "--n-per-class", help="Images to synthesise per class."),
     out: Path = typer.Option(..., "--out", help="Folder to create."),
     fmt: str = typer.Option("png", "--format", help="png (class folders) or npz (MedMNIST-style)."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed", help="Seeds the latent codes (same seed, same images)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     input_: Optional[str] = typer.Option(None, "--input", help="gaunet: real images to rewrite (any source `medsyn data info` reads, same classes as the run); default: the run's training data."),
 ):
     """Write a labeled synthetic dataset from a trained run, with manifest.csv and a grid per class."""
@@ -247,7 +251,7 @@ def sample(
 def demo(
     out: Path = typer.Option(Path("medsyn-demo"), "--out", help="Folder for the demo's data, run and samples."),
     steps: int = typer.Option(400, "--steps", help="Training steps (the default finishes the demo in about 5 minutes on 2 CPU cores)."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ):
     """Offline end-to-end demo on the built-in phantoms: data -> conditional GAN -> labeled synthetic set."""
     from medsyn.demo import run_demo
@@ -263,7 +267,18 @@ app.command("study")(study_command)
 app.command("refine")(refine_command)
 
 
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (sent by SLURM, Kubernetes and `timeout` before they kill) stops any command as Ctrl-C does:
+    training saves a checkpoint at the next step boundary (its loop installs its own handler), a study
+    keeps every finished unit, and every writer removes its temporary file instead of leaving half a result."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
+    _sigterm_as_ctrl_c()
     try:
         app()
     except MedsynError as err:

@@ -36,6 +36,10 @@ class LatentDistribution(StrEnum):
     NORMAL = "normal"  # N(0, I)
 
 
+# pixel_range -> what the networks add to medsyn's [-1, 1] images (a model's linear output makes this a real choice)
+PIXEL_OFFSETS = {"-1,1": 0.0, "0,2": 1.0}
+
+
 def only_for(default: Any, *families: str) -> Any:
     """A config field read only by models of the given families (``ModelSpec.families`` tags).
 
@@ -69,6 +73,8 @@ class TrainConfig:
     # generator GANs
     objective: Objective | None = only_for(None, "gan")  # default: the model paper's (bce, hinge, wgan-clip, wgan-gp, ...)
     critic_steps: int = only_for(1, "gan")  # discriminator updates per generator update
+    kernel: int = only_for(3, "lungct-gan")  # the lung-CT paper's Fig. 1 compares 3x3 (its choice) with 5x5
+    pixel_range: str = only_for("-1,1", "lungct-gan")  # "0,2": the lung-CT paper's intensity scaling
     gp_weight: float = only_for(10.0, "gradient-penalty")  # WGAN-GP penalty
     # Lazy penalty (StyleGAN2's lazy regularisation): the gradient penalty on every gp_every-th critic
     # update only, weighted gp_every times, so the average pull is unchanged and its double backward
@@ -114,6 +120,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give steps or epochs, not both")
+        if self.pixel_range not in PIXEL_OFFSETS:
+            raise ConfigError(f"pixel_range must be one of {', '.join(PIXEL_OFFSETS)}, got {self.pixel_range!r}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ConfigError(f"kernel must be an odd number (3 or 5 in the lung-CT paper), got {self.kernel}")
         for name in ("batch", "critic_steps", "gp_every", "r1_every", "ckpt_every", "log_every", "grid_every", "z_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from medsyn import atomic
+from medsyn.metrics.classification import one_class_warning
 from medsyn.metrics.fid import kid_subsets_differ
 
 CSS = """
@@ -68,6 +69,8 @@ def _arms_section(results: dict) -> str:
                       for r in rows]
         parts.append(f"<h3>{_esc(clf)}</h3>" + _table(
             ["arm", "train images", "Acc", "Pre", "Rec", "AUC", "sensitivity per class", "specificity per class"], table_rows))
+        parts += [f"<p class='note'>Warning: arm {_esc(r['label'])}: {_esc(w)}.</p>" for r in rows
+                  if (w := one_class_warning(r["confusion"], results["data"]["classes"]))]
     return "".join(parts)
 
 
@@ -91,7 +94,7 @@ def _mcnemar_section(results: dict) -> str:
     rows = [[_esc(m["classifier"]), str(m["seed"]), _esc(m["arm_a"]), _esc(m["arm_b"]), str(m["b"]), str(m["c"]),
              _num(m["statistic"]), _num(m["p"]), _num(m["p_holm"])] for m in results["mcnemar"]]
     return ("<h2>McNemar tests, Holm-Bonferroni adjusted</h2><p>b: test images only arm A classifies correctly; "
-            "c: only arm B (as the brain-MRI paper's Table 6).</p>"
+            "c: only arm B (as in Table 6 of Han et al. 2019).</p>"
             + _table(["classifier", "seed", "arm A", "arm B", "b", "c", "statistic", "p", "p (Holm)"], rows, left=4))
 
 
@@ -115,8 +118,8 @@ def _fid_section(results: dict, out: Path) -> str:
                      ", ".join(f"{_esc(c)} {a:.2f}" for c, a in r["label_fidelity"].items()),
                      _num(r["domain_fd"], 2), _num(r["domain_fd_floor"], 2)] for r in results["fidelity"]]
         fidelity = ("<h3>Label fidelity and domain Fréchet distance</h3><p>Label fidelity: per-class accuracy of the "
-                    "real-only classifier on synthetic images (the measurable counterpart of the U-Net paper's per-pixel "
-                    "accuracy). Domain FD: Fréchet distance in that classifier's penultimate features, with half the real "
+                    "real-only classifier on synthetic images (the measurable counterpart of the per-pixel accuracy of "
+                    "Generative Adversarial U-Net, 2021). Domain FD: Fréchet distance in that classifier's penultimate features, with half the real "
                     "training images against as many synthetic ones; floor: that half against the other half.</p>"
                     + _table(["classifier", "generator", "label fidelity per class", "domain FD", "floor"], fid_rows, left=3))
     return ("<h2>Image quality</h2><p>FID and KID with the standard TF-Inception pool3 features; the floor is the FID "
@@ -140,6 +143,10 @@ def _figures_section(results: dict, out: Path) -> str:
     if results["figures"].get("tsne"):
         parts.append("<h2>t-SNE of classifier features</h2><p>Features of the real-only classifier (fold 0); colour: "
                      "class, marker: origin.</p>" + _image(out / results["figures"]["tsne"], "t-SNE"))
+        pixels = out / Path(results["figures"]["tsne"]).with_name("tsne_pixels.png")
+        if pixels.is_file():
+            parts.append("<h2>t-SNE of pixels</h2><p>The same images' pixels, as Han et al. 2019 ran t-SNE (perplexity "
+                         "100, 1,000 iterations).</p>" + _image(pixels, "t-SNE of pixels"))
     return "".join(parts)
 
 

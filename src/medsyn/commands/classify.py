@@ -30,18 +30,19 @@ def parse_volume(text: Optional[str]) -> int | float | None:
 
 def classify(
     data: str = typer.Option(..., "--data", help="Real data (any source `medsyn data info` reads); its own train/val/test split, else a patient-level 70/10/20 split."),
-    classifier: str = typer.Option(..., "--classifier", help="lesion-cnn | resnet18 | resnet50 | densenet121 | densenet161 | resnet50-brain | svm"),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="lesion-cnn | resnet18 | resnet50 | resnet101 | densenet121 | densenet121-retina | densenet161 | resnet50-brain | svm (default: none; then --discriminator is required)."),
     out: Path = typer.Option(..., "--out", help="Folder to create: metrics.json, predictions.csv, confusion.png, classifier.pt."),
-    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Labeled synthetic images to add (e.g. a `medsyn sample` folder)."),
-    classic: Optional[str] = typer.Option(None, "--classic", help=f"Add classic augmentation copies: {PRESET_NAMES}."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Labeled synthetic images to add (e.g. a `medsyn sample` folder; default: none, the real arm)."),
+    classic: Optional[str] = typer.Option(None, "--classic", help=f"Add classic augmentation copies: {PRESET_NAMES} (default: none)."),
     copies: Optional[int] = typer.Option(None, "--copies", help="Classic copies per real image (default 1)."),
-    volume: Optional[str] = typer.Option(None, "--volume", help="Synthetic images per class (200) or a multiple of the real per-class count (1.5x); default: all, balanced."),
+    volume: Optional[str] = typer.Option(None, "--volume", help="Synthetic images per class (200), or a multiple of each class's real training count (0.5x adds half as many synthetic images as real ones to every class); default: all, balanced."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs (default: the classifier's paper recipe)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, "--seed"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Local ImageNet state_dict for the torchvision models (never downloaded)."),
-    manifest: Optional[str] = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id] for folder, DICOM or NIfTI data."),
+    seed: int = typer.Option(0, "--seed", help="Seeds weights, data order, augmentation and the choice of synthetic images."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local ImageNet state_dict for the torchvision models (never downloaded; default: random initialisation)."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="CSV with path,label[,patient_id][,split] for folder, DICOM or NIfTI data (default: read the folder's class subfolders)."),
     set_: list[str] = typer.Option([], "--set", help="key=value over the classifier's training recipe (repeatable)."),
+    discriminator: Optional[Path] = typer.Option(None, "--discriminator", help="Instead of training --classifier, score the test split with the class head of an ACGAN run's discriminator (the liver-lesion paper's comparison; default: none)."),
 ):
     """Train a classifier on real (+classic, +synthetic) images and report test AUC, accuracy, precision,
     recall and per-class sensitivity/specificity with 95% bootstrap confidence intervals."""
@@ -50,6 +51,11 @@ def classify(
     from medsyn.imageio import ensure_new_dir
     from medsyn.models.classifiers import resolve_classifier_config
 
+    if (classifier is None) == (discriminator is None):
+        raise ConfigError("give --classifier NAME to train a classifier, or --discriminator RUN to score with an "
+                          "ACGAN run's discriminator (one of them)")
+    if discriminator is not None:
+        return _score_discriminator(discriminator, data, manifest, out, device, seed)
     overrides = parse_overrides(set_)
     cfg = resolve_classifier_config(classifier, overrides, epochs)  # a bad name or key fails before any work
     if copies is not None and not classic:
@@ -71,6 +77,11 @@ def classify(
     trained, seconds = _train(classifier, train_set, val, cfg.epochs, seed, device, overrides, weights)
     report = _evaluate(trained, test, seed)
     _print_report(report, trained.class_names)
+    from medsyn.metrics.classification import one_class_warning
+
+    warning = one_class_warning(report["test"]["confusion"], trained.class_names)
+    report["warnings"] = [] if warning is None else [warning]
+    say([f"warning: {w}" for w in report["warnings"]])
     info = {"classifier": classifier, "arm": arm.value, "data": data, "synthetic": synthetic, "classic": classic,
             "copies": (copies or 1) if classic else None, "volume": volume, "seed": seed, "device": str(trained.device),
             "config": to_dict(trained.config), "n_train": len(train_set), "n_val": len(val), "n_test": len(test),
@@ -80,6 +91,47 @@ def classify(
     _write_outputs(out, trained, test, report, info)
     out_console.print(f"wrote metrics.json, predictions.csv, confusion.png and classifier.pt to {out}",
                       highlight=False, soft_wrap=True)
+
+
+def _score_discriminator(run: Path, data: str, manifest: str | None, out: Path, device: str, seed: int) -> None:
+    """The liver-lesion paper's ACGAN-discriminator classifier: its class head on the test split."""
+    from medsyn.data import load_source, source_split
+    from medsyn.evaluate.discriminator import discriminator_probabilities
+    from medsyn.imageio import atomic_dir, ensure_new_dir
+    from medsyn.metrics.classification import bootstrap_cis, classification_metrics, one_class_warning
+    from medsyn.provenance import overlaps, record_of_run
+    from medsyn.train.checkpoint import load_checkpoint
+
+    ensure_new_dir(out)
+    state = load_checkpoint(run)
+    found = overlaps([record_of_run(run, state["data"], "discriminator training")], data, manifest)
+    if found:
+        raise DataError(str(run), f"trained on held-out images of {data}: {found[0].describe()}; its test "
+                                  f"scores would not be independent")
+    model = state["model"]
+    real = source_split(load_source(data, manifest=manifest, size=model["size"], channels=model["channels"],
+                                    interpolation=state["data"].get("interpolation", "bilinear")))
+    say(real.notices)
+    test = real.split("test")
+    if len(test) == 0:
+        raise DataError(data, "has no test images to score")
+    proba = discriminator_probabilities(run, test, device=device)
+    report = {"test": classification_metrics(test.labels, proba),
+              "ci95": {k: list(v) for k, v in bootstrap_cis(test.labels, proba, n_boot=1000, seed=seed).items()}}
+    console.print(f"scoring {len(test)} images of {data}'s test split with the class head of {run}'s "
+                  f"{model['name']} discriminator (trained on its train split; nothing is trained here)",
+                  highlight=False, soft_wrap=True)
+    _print_report(report, list(test.class_names))
+    warning = one_class_warning(report["test"]["confusion"], list(test.class_names))
+    report["warnings"] = [] if warning is None else [warning]
+    say([f"warning: {w}" for w in report["warnings"]])
+    info = {"classifier": f"{model['name']} discriminator", "run": str(run), "data": data, "n_test": len(test),
+            "class_names": list(test.class_names), **report}
+    with atomic_dir(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(_json_safe(info), indent=2) + "\n")
+        _write_predictions(tmp / "predictions.csv", test, proba)
+        _plot_confusion(np.asarray(report["test"]["confusion"]), list(test.class_names), tmp / "confusion.png")
+    out_console.print(f"wrote metrics.json, predictions.csv and confusion.png to {out}", highlight=False, soft_wrap=True)
 
 
 def _load_sets(data, manifest, seed, synthetic, classic, volume):
@@ -174,13 +226,17 @@ def _write_outputs(out: Path, trained, test, report: dict[str, Any], info: dict[
     with atomic_dir(out) as tmp:
         info = {k: v for k, v in info.items() if k != "proba"}
         (tmp / "metrics.json").write_text(json.dumps(_json_safe(info), indent=2) + "\n")
-        with open(tmp / "predictions.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["index", "true", "predicted", *(f"prob_{name}" for name in trained.class_names)])
-            for i, (y, p) in enumerate(zip(test.labels, proba)):
-                writer.writerow([i, int(y), int(p.argmax()), *(f"{v:.6f}" for v in p)])
+        _write_predictions(tmp / "predictions.csv", test, proba, trained.class_names)
         _plot_confusion(np.asarray(report["test"]["confusion"]), trained.class_names, tmp / "confusion.png")
         save_classifier(trained, tmp / "classifier.pt")
+
+
+def _write_predictions(path: Path, test, proba: np.ndarray, class_names: list[str] | None = None) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "true", "predicted", *(f"prob_{name}" for name in class_names or test.class_names)])
+        for i, (y, p) in enumerate(zip(test.labels, proba)):
+            writer.writerow([i, int(y), int(p.argmax()), *(f"{v:.6f}" for v in p)])
 
 
 def _plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> None:

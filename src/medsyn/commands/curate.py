@@ -24,23 +24,23 @@ def curate_command(
     out: Path = typer.Option(..., "--out", help="Folder to create: clusters.csv and clusters/index.html (contact sheets); "
                                                 "with a discard option also kept/ (a sample folder) and discarded.csv; always curate.json."),
     clusters: Optional[int] = typer.Option(None, "--clusters", help=f"k-means++ clusters per class (default {DEFAULT_CLUSTERS}, "
-                                                                    "the brain-MRI paper's; capped at a class's distinct images)."),
+                                                                    "Han et al. 2019's; capped at a class's distinct images)."),
     features: Optional[str] = typer.Option(None, "--features", help="inception (default; the packaged TF-FID Inception, offline) | "
                                            "densenet121 | densenet169 (ImageNet weights from --weights) | domain (a `medsyn classify` "
                                            "classifier.pt from --weights) | pixels (quick runs only: sees intensity, not content)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="The feature network's file (see --features)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The feature network's file (see --features; default: none, the packaged Inception needs none)."),
     real: Optional[str] = typer.Option(None, "--real", help="Real images (same classes, size, channels) to score against: the "
-                                       "k-NN distance to real images of the class (its train split when it has splits)."),
+                                       "k-NN distance to real images of the class (its train split). Optional; default: no scores."),
     review: Optional[Path] = typer.Option(None, "--review", help="A folder an earlier `medsyn curate` wrote: apply the discards "
-                                          "to the clusters and scores reviewed there, without recomputing them."),
+                                          "to the clusters and scores reviewed there, without recomputing them (default: compute them)."),
     discard_clusters: Optional[str] = typer.Option(None, "--discard-clusters", help="Cluster ids to discard, comma-separated: "
-                                                   "CLASS/N as clusters.csv writes them (malignant/3), or N for a one-class set."),
+                                                   "CLASS/N as clusters.csv writes them (malignant/3), or N for a one-class set (default: none)."),
     discard_file: Optional[Path] = typer.Option(None, "--discard-file", help="Cluster ids to discard, one per line (# comments); "
-                                                "ticking clusters in clusters/index.html writes the list."),
+                                                "ticking clusters in clusters/index.html writes the list (default: none)."),
     max_score: Optional[float] = typer.Option(None, "--max-score", help="Discard images scoring above this (1: as near the real "
-                                              "images as those are to each other; the review run prints how high real images score). Needs scores."),
+                                              "images as those are to each other; the review run prints how high real images score). Needs scores (default: no limit)."),
     discard_fraction: Optional[float] = typer.Option(None, "--discard-fraction", help="Discard this fraction of each class, "
-                                                     "highest scores first (e.g. 0.1). Needs scores."),
+                                                     "highest scores first (e.g. 0.1). Needs scores (default: none)."),
     seed: int = typer.Option(0, "--seed", help="Seeds k-means++."),
     batch: int = typer.Option(32, "--batch", help="Images per forward pass of the feature network."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),

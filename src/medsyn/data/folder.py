@@ -31,8 +31,12 @@ def file_kind(path: Path) -> str | None:
     return None
 
 
-def decode_image(path: Path) -> DecodedImage:
-    """Decode one 2D image file (8- or 16-bit; grey, grey+alpha, RGB, RGBA, palette); alpha is dropped."""
+def decode_image(path: Path, window: tuple[float, float] | None = None) -> DecodedImage:
+    """Decode one 2D image file (8- or 16-bit; grey, grey+alpha, RGB, RGBA, palette); alpha is dropped.
+
+    ``window`` (centre, width) maps the stored values (0..255 or 0..65535) centre - width/2 ..
+    centre + width/2 onto [0, 1], as for DICOM; without it the stored depth's full range is used.
+    """
     if path.stat().st_size == 0:
         raise DataError(path, "cannot decode image (empty file)")
     try:
@@ -48,7 +52,46 @@ def decode_image(path: Path) -> DecodedImage:
         raise DataError(path, f"cannot decode image ({problem})") from None
     if not np.isfinite(pixels).all():
         raise DataError(path, "image holds NaN or infinite values")
-    return DecodedImage(pixels=pixels, origin=str(path), bit_depth=depth)
+    fixed = img.mode == "F"
+    if window is not None and not fixed:
+        centre, width = window
+        stored = pixels.astype(np.float64) * (65535.0 if depth == 16 else 255.0)
+        pixels, fixed = scale_between(stored, centre - width / 2, centre + width / 2), True
+    return DecodedImage(pixels=pixels, origin=str(path), bit_depth=depth, range_fixed=fixed)
+
+
+SIXTEEN_BIT_DIM = 0.25  # a 16-bit set whose brightest pixel is below a quarter of 65535 is rescaled
+
+
+def fit_sixteen_bit_range(decoded: list[DecodedImage]) -> list[str]:
+    """Rescale a set's 16-bit images that use a small part of 0..65535, in place; the notices to print.
+
+    Scanners and exporters often store 12 bits (0..4095) or less in 16-bit PNG/TIFF; divided by
+    65535 those images are nearly black. One factor for the whole set (its brightest pixel becomes
+    white) keeps intensities comparable between images, unlike a per-image min-max.
+    """
+    sixteen = [d for d in decoded if d.kind == "image" and d.bit_depth == 16 and not d.range_fixed]
+    if not sixteen:
+        return []
+    peak = max(float(d.pixels.max()) for d in sixteen)
+    if peak <= 0 or peak >= SIXTEEN_BIT_DIM:
+        return []
+    for item in sixteen:
+        item.pixels = np.clip(item.pixels / peak, 0.0, 1.0).astype(np.float32)
+    stored = round(peak * 65535)
+    return [f"16-bit images hold values 0..{stored} of 0..65535: scaled by the data's own maximum ({stored} is "
+            f"white) so they are not nearly black; --window CENTRE,WIDTH sets the range instead"]
+
+
+def window_clipping_warning(decoded: list[DecodedImage], window: tuple[float, float] | None) -> list[str]:
+    """A warning when a given --window clips most pixels of the set to black or white."""
+    if window is None or not decoded:
+        return []
+    clipped = np.mean([float(((d.pixels <= 0.0) | (d.pixels >= 1.0)).mean()) for d in decoded])
+    if clipped <= 0.5:
+        return []
+    return [f"warning: the window {window[0]:g},{window[1]:g} clips {clipped:.0%} of the pixels to black or white: "
+            f"it is far from the data's range; `medsyn data info` shows the images, a wider --window keeps detail"]
 
 
 def _pixels_of(img: Image.Image) -> tuple[np.ndarray, int]:
@@ -86,7 +129,7 @@ def decode_file(
     """
     kind = file_kind(path)
     if kind == "image":
-        decoded = [decode_image(path)]
+        decoded = [decode_image(path, window=window)]
     elif kind == "dicom":
         decoded = read_dicom(path, window=window)
     elif kind == "nifti":
@@ -154,9 +197,10 @@ def read_folder(
     parts = [(d.name, _subfolders(d)) for d in subdirs] if _split_tree(root, subdirs) else [(None, subdirs)]
     class_dirs = [d for _, dirs in parts for d in dirs]
     if not class_dirs:
-        loose = [p for p in root.iterdir() if p.is_file() and file_kind(p) is not None]
-        hint = "; put each class in its own folder or pass a CSV manifest" if loose else ""
-        raise DataError(root, f"no class subfolders (expected {root.name}/<class>/<image files>){hint}")
+        if any(p.is_file() and file_kind(p) is not None for p in root.iterdir()):
+            return read_unlabeled(root, conform, window=window, axis=axis, slices=slices)
+        raise DataError(root, f"no class subfolders and no image files (expected {root.name}/<class>/<image files>, "
+                              f"or image files directly in it for one unlabeled class)")
     names, label_of = _class_order(root, [d.name for d in class_dirs])
     decoded: list[DecodedImage] = []
     labels: list[int] = []
@@ -184,7 +228,31 @@ def read_folder(
     synthetic = (root / PROVENANCE).is_file() or _lists_checkpoints(root)
     return assemble(decoded, labels, names, source=str(root), conform=conform,
                     splits=splits if parts[0][0] is not None else None, notices=notices,
-                    format="medsyn-samples" if synthetic else None)
+                    format="medsyn-samples" if synthetic else None, window=window)
+
+
+def read_unlabeled(
+    path: Path,
+    conform: Conform,
+    window: tuple[float, float] | None = None,
+    axis: int = 2,
+    slices: tuple[int, int] | None = None,
+) -> LabeledImages:
+    """A flat folder of image files, or one image, DICOM or NIfTI file, as one class named after it.
+
+    FID, curation and unconditional training need no labels; commands that do (classify, studies)
+    refuse a set of one class. A notice says how the images were labelled.
+    """
+    files = _class_files(path) if path.is_dir() else [path]
+    decoded = [item for f in files for item in decode_file(f, window=window, axis=axis, slices=slices)]
+    if not decoded:
+        raise DataError(path, "no image, DICOM or NIfTI files")
+    name = path.name if path.is_dir() else path.name.split(".")[0]
+    what = "a folder without class subfolders" if path.is_dir() else "a single file"
+    notice = (f"{path} is {what}: its {len(decoded)} image(s) are read as one class {name!r} (for labels, put "
+              f"each class in its own folder or pass a CSV manifest)")
+    return assemble(decoded, [0] * len(decoded), [name], source=str(path), conform=conform, notices=[notice],
+                    window=window)
 
 
 PROVENANCE = "provenance.json"  # written by medsyn sample, refine and curate: the folder holds synthetic images
@@ -239,8 +307,10 @@ def assemble(
     splits: list[str] | None = None,
     notices: list[str] | None = None,
     format: str | None = None,
+    window: tuple[float, float] | None = None,
 ) -> LabeledImages:
     """Decoded images with labels -> LabeledImages (format named after the file kinds unless given)."""
+    range_notices = fit_sixteen_bit_range(decoded) + window_clipping_warning(decoded, window)
     images, shape_notices = stack_decoded(decoded, conform)
     ids = [d.patient_id for d in decoded]
     kinds = {d.kind for d in decoded}
@@ -249,5 +319,5 @@ def assemble(
         source=source, format=format or (kinds.pop() if len(kinds) == 1 and "image" not in kinds else "folder"),
         bit_depth=max(d.bit_depth for d in decoded), splits=None if splits is None else np.array(splits),
         patient_ids=None if not any(ids) else np.array([i or "" for i in ids]),
-        paths=[d.origin for d in decoded], notices=[*(notices or []), *shape_notices],
+        paths=[d.origin for d in decoded], notices=[*(notices or []), *range_notices, *shape_notices],
     )

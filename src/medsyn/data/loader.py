@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsyn.data.folder import read_folder
+from medsyn.data.folder import file_kind, read_folder, read_unlabeled
 from medsyn.data.manifest import read_manifest
 from medsyn.data.npz import find_medmnist_file, medmnist_suggestion, read_npz, split_medmnist_name
 from medsyn.data.preprocess import Conform
@@ -41,7 +41,8 @@ def load_source(
 
     Args:
         spec: a MedMNIST .npz path, a MedMNIST name ("breastmnist", "breastmnist_64") read from the
-            medmnist cache, a class-folder tree, or a .csv manifest; may end in ":train", ":val"
+            medmnist cache, a class-folder tree, a .csv manifest, or (as one class) a flat folder of
+            images or a single image, DICOM or NIfTI file; may end in ":train", ":val"
             or ":test" to keep one of the source's own splits.
         size: square side to resize to; None keeps the size (the most common one when mixed).
         channels: 1 or 3 to force grey or RGB; None keeps each source's own.
@@ -87,14 +88,18 @@ def _read_path(path: Path, conform: Conform, *, window, axis, slices, split) -> 
         return read_npz(path, conform, split=split)
     if name.endswith(".csv"):
         return read_manifest(path, conform, window=window, axis=axis, slices=slices)
+    if file_kind(path) is not None:  # one PNG/JPEG/TIFF, DICOM or NIfTI file: one class
+        return read_unlabeled(path, conform, window=window, axis=axis, slices=slices)
     raise DataError(path, UNKNOWN_FORMAT)
 
 
 def _select_split(ds: LabeledImages, spec: str, split: str | None) -> LabeledImages:
     if split is None or ds.format == "medmnist-npz":  # the npz reader already kept only that split
         return ds
-    if ds.splits is None:
-        raise DataError(spec, f"the source defines no splits, so ':{split}' cannot be selected")
+    if ds.splits is None:  # the seeded, patient-level split every medsyn command uses for this source
+        from medsyn.data.splits import source_split
+
+        ds = source_split(ds)
     chosen = ds.split(split)
     if len(chosen) == 0:
         present = ", ".join(s for s in SPLITS if (ds.splits == s).any())

@@ -138,4 +138,4 @@ def read_manifest(
         image_labels += [labels[i]] * len(items)
         image_splits += [row_splits[i] if row_splits else ""] * len(items)
     return assemble(decoded, image_labels, names, source=str(csv_path), conform=conform,
-                    splits=image_splits if row_splits else None, format="manifest")
+                    splits=image_splits if row_splits else None, format="manifest", window=window)

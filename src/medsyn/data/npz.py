@@ -90,8 +90,9 @@ def find_medmnist_file(name: str) -> Path:
         pass
     if path.is_file():
         return path
-    raise DataError(name, f"MedMNIST file {path.name} is not cached in {root} and could not be "
-                          "downloaded (no network?); pass the path of the .npz file instead")
+    raise DataError(name, f"MedMNIST file {path.name} is not cached in {root} and could not be downloaded "
+                          f"(no network?): on a machine with network, `python -m medmnist download` (or MedMNIST's "
+                          f"Zenodo record) gives the file; copy it into {root}, or pass the path of the .npz file")
 
 
 def _download_medmnist(flag: str, size: int, root: Path) -> None:

@@ -73,6 +73,8 @@ class DecodedImage:
         bit_depth: 8 or 16, the depth of the stored original.
         patient_id: known patient, or None.
         kind: the file kind it came from: "image", "dicom" or "nifti".
+        range_fixed: the intensity range was chosen for this image (a window, or a float image's
+            own range), so the set's 16-bit range fitting leaves it alone.
     """
 
     pixels: np.ndarray
@@ -80,6 +82,7 @@ class DecodedImage:
     bit_depth: int = 8
     patient_id: str | None = None
     kind: str = "image"
+    range_fixed: bool = False
 
 
 def scale_by_depth(values: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -164,13 +167,18 @@ def stack_decoded(decoded: list[DecodedImage], conform: Conform) -> tuple[np.nda
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, d in enumerate(decoded):
         by_shape.setdefault(d.pixels.shape, []).append(i)
-    resized = 0
+    resized, sizes, stretched = 0, [], False
     for (_, h, w), index in by_shape.items():
         batch = np.stack([decoded[i].pixels for i in index])
         if (h, w) != (side, side):
             batch = resize_batch(batch, side, conform.interpolation)
             resized += len(index)
+            sizes.append(f"{len(index)} of {h}x{w} (e.g. {decoded[index[0]].origin})")
+            stretched |= max(side / h, side / w, h / side, w / side) > 2
         out[index] = to_channels(batch, channels)
     if resized:
-        notices.append(resize_notice(resized, len(decoded), side, conform.interpolation))
+        notice = resize_notice(resized, len(decoded), side, conform.interpolation) + ": " + "; ".join(sizes[:4])
+        if conform.size is None:
+            notice += " (the most common size; --set size=N chooses another)"
+        notices.append(("warning: " + notice + "; some were scaled more than 2x") if stretched else notice)
     return out, notices

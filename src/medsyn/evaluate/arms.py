@@ -61,15 +61,16 @@ def check_compatible(real: LabeledImages, synthetic: LabeledImages) -> None:
         raise DataError(synthetic.source, f"images have {synthetic.channels} channel(s), the {where} has {real.channels}")
 
 
-def synthetic_per_class(real_train: LabeledImages, synthetic: LabeledImages, volume: int | float | None) -> int:
-    """Synthetic images to take from every class.
+def synthetic_per_class(real_train: LabeledImages, synthetic: LabeledImages,
+                        volume: int | float | None) -> np.ndarray:
+    """Synthetic images to take from each class (an int array, one count per class).
 
     Args:
         real_train: the real training set.
         synthetic: the synthetic pool.
-        volume: an int is a count per class; a float is a multiple of the real set's mean
-            per-class count (1.0 adds as many synthetic images as there are real ones); None
-            takes the most the pool allows with equal classes.
+        volume: an int is the same count for every class; a float multiplies each class's own
+            real count (1.0 doubles every class, as the liver-lesion paper's Fig. 8 adds synthetic
+            lesions per class); None takes the most the pool allows with equal classes.
 
     Raises:
         ConfigError: a non-positive volume.
@@ -77,24 +78,25 @@ def synthetic_per_class(real_train: LabeledImages, synthetic: LabeledImages, vol
     """
     available = np.bincount(synthetic.labels, minlength=synthetic.num_classes)
     if volume is None:
-        return int(available.min())
+        return np.full(synthetic.num_classes, int(available.min()))
     if isinstance(volume, bool) or not isinstance(volume, (int, float, np.integer, np.floating)) or volume <= 0:
         raise ConfigError(f"volume must be a positive count or multiple, got {volume!r}")
     if isinstance(volume, (float, np.floating)):
-        wanted = max(1, round(float(volume) * len(real_train) / real_train.num_classes))
+        real_counts = real_train.class_counts()
+        wanted = np.array([max(1, round(float(volume) * n)) if n else 0 for n in real_counts])
     else:
-        wanted = int(volume)
-    short = int(np.argmin(available))
-    if available[short] < wanted:
+        wanted = np.full(synthetic.num_classes, int(volume))
+    short = int(np.argmax(wanted - available))
+    if available[short] < wanted[short]:
         raise DataError(synthetic.source, f"has only {available[short]} images of class "
-                                          f"{synthetic.class_names[short]!r}; the volume asks for {wanted} per class")
+                                          f"{synthetic.class_names[short]!r}; the volume asks for {wanted[short]}")
     return wanted
 
 
-def take_balanced(synthetic: LabeledImages, per_class: int, seed: int) -> LabeledImages:
-    """``per_class`` images of every class, drawn without replacement (seeded), class-major."""
+def take_per_class(synthetic: LabeledImages, per_class: np.ndarray, seed: int) -> LabeledImages:
+    """``per_class[k]`` images of class k, drawn without replacement (seeded), class-major."""
     rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(synthetic.labels == k))[:per_class] for k in range(synthetic.num_classes)]
+    picks = [rng.permutation(np.flatnonzero(synthetic.labels == k))[:int(n)] for k, n in enumerate(per_class)]
     return synthetic.subset(np.sort(np.concatenate(picks)))
 
 
@@ -125,7 +127,7 @@ def build_arm(
         synthetic: the labeled synthetic pool (arms with synthetic images).
         classic_preset: classic augmentation preset (arms with classic images).
         classic_copies: augmented copies per real image; None: the preset's paper count.
-        volume: synthetic images per class (int) or a multiple of the real per-class count (float);
+        volume: synthetic images per class (int) or a multiple of each class's real count (float);
             None takes the largest balanced subset of the pool.
         seed: seeds the augmentation and the choice of synthetic images.
 
@@ -148,5 +150,5 @@ def build_arm(
         if synthetic is None:
             raise ConfigError(f"arm {arm.value!r} needs a synthetic image set")
         check_compatible(real_train, synthetic)
-        parts.append(take_balanced(synthetic, synthetic_per_class(real_train, synthetic, volume), seed))
+        parts.append(take_per_class(synthetic, synthetic_per_class(real_train, synthetic, volume), seed))
     return concat(parts, source=f"{real_train.source} [{arm.value}]")

@@ -38,6 +38,8 @@ class NetOptions:
 
     z_dim: int = 100  # latent length; all five papers use 100
     width: float = 1.0  # multiplies every channel count; 1.0 is the paper's network, tests use ~0.0625
+    kernel: int = 3  # convolution side, for the models that offer it (lungct-gan)
+    pixel_offset: float = 0.0  # added to the [-1, 1] images the networks see (1: the lung-CT paper's [0, 2])
 
 
 class Conditioning(StrEnum):
@@ -79,6 +81,7 @@ class ModelSpec:
             ``D(cat([anchor, x], 1), labels)`` on 2C channels, the anchor another real image of the class.
         growth: called as ``growth(network, step, total_steps)`` on G, D and the EMA generator before
             every training step (pggan's progressive growing); None for networks of one fixed shape.
+        own_keys: family tags of the config keys only this model reads (``config.only_for``).
         channels_last: train in the channels-last memory layout, where it was measured faster
             (sngan: 1.45x a step on the 2-core CPU; the DCGAN family's transposed convs are slower in it).
     """
@@ -94,6 +97,7 @@ class ModelSpec:
     inputs: GeneratorInputs = GeneratorInputs.NOISE
     growth: GrowthHook | None = None
     channels_last: bool = False
+    own_keys: frozenset[str] = frozenset()  # family tags of config keys only this model reads (e.g. "lungct-gan")
     role: ClassVar[Role] = Role.GENERATOR
 
     def __post_init__(self) -> None:
@@ -102,7 +106,7 @@ class ModelSpec:
     @property
     def families(self) -> frozenset[str]:
         """Tags of the family-specific config keys this model reads (see config.TrainConfig)."""
-        return frozenset({"gan"})
+        return frozenset({"gan"}) | self.own_keys
 
 
 @dataclass(frozen=True)

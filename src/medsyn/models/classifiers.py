@@ -20,6 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
+from medsyn import papers
 from medsyn.config import build_config
 from medsyn.errors import ConfigError, DataError
 from medsyn.registry import Registry
@@ -318,6 +319,9 @@ _LESION = ClassifierConfig(optimizer="sgd", lr=1e-3, momentum=0.9, nesterov=True
 _BRAIN = ClassifierConfig(optimizer="sgd", lr=1e-2, momentum=0.9, batch=96, epochs=100, lr_decay_every=20,
                           lr_gamma=0.1, patience=20, loss="bce", normalize="half")  # Han et al. 2019, III-D
 _SVM = ClassifierConfig(normalize="none")
+# The retina paper: "a batch size of 64 with a learning rate of 0.0001 for 40 epochs" for ResNet-101
+# and DenseNet-121; it names no optimiser, and Adam is the one that learning rate is usual for.
+_RETINA = ClassifierConfig(optimizer="adam", lr=1e-4, batch=64, epochs=40)
 
 for _spec in (
     ClassifierSpec("lesion-cnn", "Frid-Adar et al. 2018, liver lesion CNN (SGD Nesterov 0.9, lr 1e-3, batch 64, 150 epochs)",
@@ -330,6 +334,10 @@ for _spec in (
                    MEDMNIST_RECIPE, _densenet("densenet161")),
     ClassifierSpec("resnet50-brain", "Han et al. 2019, ResNet-50 with dropout/dense/BN head (SGD 0.9, lr 1e-2, batch 96)",
                    _BRAIN, _resnet("resnet50", _brain_head)),
-    ClassifierSpec("svm", "scikit-learn SVC (RBF) on pixels, as the U-Net paper's SVM baseline", _SVM, _svm, kind="svm"),
+    ClassifierSpec("resnet101", f"He et al. 2016; ResNet-101 of {papers.RETINA} (Adam, lr 1e-4, batch 64, 40 epochs)",
+                   _RETINA, _resnet("resnet101")),
+    ClassifierSpec("densenet121-retina", f"Huang et al. 2017; DenseNet-121 with the recipe of {papers.RETINA}",
+                   _RETINA, _densenet("densenet121")),
+    ClassifierSpec("svm", f"scikit-learn SVC (RBF) on pixels, as the SVM baseline of {papers.UNET}", _SVM, _svm, kind="svm"),
 ):
     CLASSIFIERS.register(_spec.name, _spec)

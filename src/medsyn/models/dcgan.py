@@ -17,6 +17,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import (
     DiscriminatorHead,
@@ -38,10 +39,7 @@ LEAK = 0.2  # leaky ReLU slope of the paper's discriminator
 EMBED_DIM = 50  # class embedding appended to z by conditional generators (ACGAN: "class embedding")
 UPSAMPLINGS = len(GENERATOR_CHANNELS)
 
-LIVER_PAPER = (
-    "Frid-Adar et al. 2018, GAN-based synthetic medical image augmentation for increased CNN "
-    "performance in liver lesion classification"
-)
+LIVER_PAPER = papers.LIVER_LESION
 
 
 def render_size(size: int) -> int:
@@ -160,6 +158,8 @@ _register(
         "z_dim": 100,
         "z_dist": "uniform",  # U[-1, 1]
         "critic_steps": 1,
+        "epochs": 70,  # Sec. III-B: "trained ... for 70 epochs"
+        "per_class": True,  # one DCGAN per lesion class; the paper's class-conditional model is the ACGAN
     },
 )
 
@@ -180,6 +180,7 @@ _register(
         "z_dim": 100,
         "z_dist": "uniform",
         "critic_steps": 1,
+        "epochs": 50,  # Sec. III-C: "a learning rate of 0.0001 for 50 epochs"
     },
 )
 
@@ -188,7 +189,7 @@ _register(
 # clipping used it (clipping, unlike the gradient penalty, does not need per-sample gradients).
 _register(
     "wgan",
-    "Retinal fundus synthesis with WGAN (seed paper 004; Arjovsky et al. 2017), 64x64 DCGAN-style networks",
+    f"WGAN (Arjovsky et al. 2017) as in {papers.RETINA}: 64x64 DCGAN-style networks",
     "wgan-clip",
     Conditioning.OPTIONAL,
     DCGANDiscriminator,
@@ -201,6 +202,7 @@ _register(
         "critic_steps": 5,
         "clip": 0.01,
         "batch": 8,  # "In Generator training, we used a batch size of 8" (64 was the classifiers' batch)
+        "epochs": 1400,  # 800 epochs at 1e-4, then 600 at 5e-5
         "z_dim": 100,
         "z_dist": "uniform",
     },

@@ -1,6 +1,6 @@
 """Generative Adversarial U-Net (gaunet): a residual U-Net generator that rewrites a real image.
 
-After "Generative Adversarial U-Net for Domain-free Medical Image Augmentation" (seed paper 000).
+After "Generative Adversarial U-Net for Domain-free Medical Image Augmentation" (the U-Net paper).
 The generator takes a real image x_j of class c and Gaussian z (Fig. 1): a U-Net encoder turns
 x_j into a latent map, a linear projection of z (with the class embedding) is concatenated to it
 (Eq. 6), and the decoder renders x_g. The critic is a DenseNet that judges pairs: the real pair
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, GeneratorInputs, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import (
     DiscriminatorHead,
@@ -55,10 +56,7 @@ RENORM_WARMUP = 100  # training batches of plain batch norm (running stats settl
 RENORM_RAMP = 1000  # batches over which r_max goes 1 -> 3 and d_max 0 -> 5
 RENORM_R_MAX, RENORM_D_MAX = 3.0, 5.0
 
-PAPER = (
-    "Generative Adversarial U-Net for Domain-free Medical Image Augmentation (2021), Sec. II-III "
-    "(residual U-Net G on a real image + z, pair DenseNet critic, WGAN-GP)"
-)
+PAPER = f"{papers.UNET}, Sec. II-III (residual U-Net G on a real image + z, pair DenseNet critic, WGAN-GP)"
 
 
 def render_size(size: int) -> int:
@@ -286,6 +284,7 @@ register(
             "lr_d": 1e-4,
             "betas": (0.0, 0.9),
             "critic_steps": 1,  # Sec. II-D: "alternately update one gradient descent step on D, then one step on G"
+            "epochs": 5000,  # Sec. III-B: "the number of training epoch is 5,000"
             "gp_weight": 10.0,  # "The gradient penalty coefficient lambda is 10"
             "batch": 64,  # the paper gives no batch size
             "z_dim": 100,

@@ -1,4 +1,5 @@
-"""The lung-CT GAN of Chuquicusma et al. 2018 ("How to fool radiologists with GANs?").
+"""The simple GAN of the lung-CT paper ("Capturing Variabilities from Computed Tomography Images
+with Generative Adversarial Networks", 2018), which generates 2D lung CT at 40x40 and 64x64.
 
 Generator, as the paper lists it: six 3x3 transposed convolutions with 256, 128, 64, 32, 16 and C
 filters, the first two with stride 2, batch norm and leaky ReLU 0.2 after each but the last,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import (
     DiscriminatorHead,
@@ -67,18 +69,20 @@ class LungCTGenerator(nn.Module):
         layers: list[nn.Module] = []
         for index, (c_in, c_out, stride) in enumerate(zip(channels, channels[1:], GENERATOR_STRIDES)):
             last = index == len(GENERATOR_STRIDES) - 1
-            # padding 1 keeps the side at stride 1; output_padding 1 makes stride 2 exactly double it.
+            # padding k//2 keeps the side at stride 1 (odd k); output_padding 1 makes stride 2 exactly double it.
             # Only the output layer has a bias: batch norm's shift replaces it elsewhere.
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride, padding=1, output_padding=stride - 1, bias=last))
+            layers.append(nn.ConvTranspose2d(c_in, c_out, options.kernel, stride, padding=options.kernel // 2,
+                                             output_padding=stride - 1, bias=last))
             if not last:
                 layers += [nn.BatchNorm2d(c_out, momentum=BN_MOMENTUM), nn.LeakyReLU(LEAK, inplace=True)]
         self.net = nn.Sequential(*layers)  # linear output, as in the paper
+        self.pixel_offset = options.pixel_offset  # the paper's [0, 2] intensities: render there, hand back [-1, 1]
         init_weights(self)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Images (N, C, S, S), unbounded (linear output), from z (N, z_dim) and labels (N,) or None."""
         hidden = self.project(self.labels(z, labels)).view(z.shape[0], -1, self.base, self.base)
-        return center_crop(self.net(hidden), self.size)
+        return center_crop(self.net(hidden), self.size) - self.pixel_offset
 
 
 class LungCTDiscriminator(nn.Module):
@@ -95,7 +99,7 @@ class LungCTDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out, stride in zip(channels, channels[1:], DISCRIMINATOR_STRIDES):
             layers += [
-                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+                nn.Conv2d(c_in, c_out, options.kernel, stride=stride, padding=options.kernel // 2),
                 nn.LeakyReLU(LEAK, inplace=True),
                 nn.Dropout(DROPOUT),
             ]
@@ -104,17 +108,18 @@ class LungCTDiscriminator(nn.Module):
         layers += [nn.Flatten(), nn.Linear(channels[-1] * side**2, dense), nn.LeakyReLU(LEAK, inplace=True)]
         self.features = nn.Sequential(*layers)
         self.head = DiscriminatorHead(dense, spec.num_classes)
+        self.pixel_offset = options.pixel_offset
         init_weights(self)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, None]:
-        """(score (N,), None) for images (N, C, S, S)."""
-        return self.head(self.features(images), labels)
+        """(score (N,), None) for images (N, C, S, S) in [-1, 1], seen shifted to the chosen pixel range."""
+        return self.head(self.features(images + self.pixel_offset), labels)
 
 
 register(
     ModelSpec(
         name="lungct-gan",
-        paper="Chuquicusma et al. 2018, How to fool radiologists with generative adversarial networks? (lung CT nodules)",
+        paper=f"{papers.LUNG_CT}: the simple GAN for 2D lung CT at 40x40 and 64x64",
         objective="bce",
         conditioning=Conditioning.OPTIONAL,
         build_generator=checked("lungct-gan", Conditioning.OPTIONAL, LungCTGenerator),
@@ -128,7 +133,9 @@ register(
             "z_dim": 100,
             "z_dist": "uniform",  # U[-1, 1]
             "critic_steps": 1,
+            "steps": 30000,  # "1 hour of training (30,000 epochs)" on a GTX 1070: iterations, not passes
         },
         size_note=crop_note("lungct-gan", render_size),
+        own_keys=frozenset({"lungct-gan"}),
     )
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import DiscriminatorHead, LabelConcat, checked, init_weights, scale_channels
 
@@ -18,7 +19,7 @@ DISCRIMINATOR_UNITS = (1024, 512, 256)
 LEAK = 0.2
 DROPOUT = 0.3  # Goodfellow et al. trained D with dropout; 0.3 is the usual re-implementation value
 
-BASELINE_PAPER = "baseline of Generative Adversarial U-Net for Domain-free Medical Image Augmentation"
+BASELINE_PAPER = f"baseline of {papers.UNET}"
 
 
 class MLPGenerator(nn.Module):

@@ -30,13 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, ImageSpec, ModelSpec, NetOptions, register
 from medsyn.models.layers import DiscriminatorHead, LabelConcat, center_crop, checked, scale_channels
 
-BRAIN_PAPER = (
-    "Han et al. 2019, Combining noise-to-image and image-to-image GANs: brain MR image augmentation "
-    "for tumor detection"
-)
+BRAIN_PAPER = papers.BRAIN_MRI
 CHANNELS = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 32, 256: 16}  # Table 1, G and D alike
 FIRST_SIDE = 4
 LEAK = 0.2
@@ -338,6 +336,7 @@ register(
             "betas": (0.0, 0.99),
             "batch": 16,
             "critic_steps": 1,  # "1 critic iteration per generator iteration"
+            "epochs": 100,  # "We train the model (Table 1) for 100 epochs"
             "gp_weight": 10.0,
             "z_dim": 512,  # Table 1: latent vector 512 x 1 x 1
             "z_dist": "normal",  # "sampled from a Gaussian distribution"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsyn import papers
 from medsyn.models.base import Conditioning, ImageSpec, NetOptions, RefinerSpec, frozen, register
 from medsyn.models.layers import scale_channels
 from medsyn.models.refiners_base import Phase, RefinerObjective, ResBlock
@@ -29,8 +30,7 @@ REFINER_BLOCKS = 12
 DISCRIMINATOR_CHANNELS = (96, 64, 64, 32, 32)  # Table 3: the five convs before the 2-way output
 REAL, REFINED = 0, 1  # class indices of the discriminator's per-patch logits
 
-BRAIN_PAPER = ("Han et al. 2019, Combining noise-to-image and image-to-image GANs: brain MR image augmentation "
-               "for tumor detection")
+BRAIN_PAPER = papers.BRAIN_MRI
 
 
 class SimGANRefiner(nn.Module):

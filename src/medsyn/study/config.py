@@ -39,7 +39,7 @@ class GeneratorSection:
     name: str  # label used in tables and folder names
     model: str | None = None  # a registered generator (`medsyn models`), trained here on each fold's training images
     run: str | None = None  # or an already trained run folder (only with a single split)
-    per_class: bool = False
+    per_class: bool | None = None  # one generator per class; None: the model's default (dcgan: per class, as its paper)
     steps: int = 2000
     set: dict = field(default_factory=dict)  # TrainConfig overrides (width, batch, lr_g, ...)
     # The brain-MRI paper's second step: a refiner (simgan, unit, munit) trained on each fold's real
@@ -102,7 +102,7 @@ class StudyConfig:
     classifiers: tuple[ClassifierSection, ...]
     classic: ClassicSection = ClassicSection()
     arms: tuple[Arm, ...] = ARMS
-    volumes: tuple[float, ...] = (1.0,)  # synthetic images per class, as a multiple of the real per-class count
+    volumes: tuple[float, ...] = (1.0,)  # synthetic images per class, as a multiple of that class's real count
     seeds: tuple[int, ...] = (0,)
     fid: FidSection = FidSection()
     quick: QuickSection = QuickSection()

@@ -89,7 +89,9 @@ def _mcnemar_rows(groups: dict) -> list[dict]:
 
 def _predicts_one_class(row: dict) -> bool:
     """True when every test image got the same predicted class (columns of the confusion matrix)."""
-    return int((np.asarray(row["confusion"]).sum(axis=0) > 0).sum()) <= 1
+    from medsyn.metrics.classification import one_class_warning
+
+    return one_class_warning(row["confusion"], [str(k) for k in range(len(row["confusion"]))]) is not None
 
 
 def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:

@@ -181,7 +181,8 @@ class StudyRunner:
                 raise ConfigError(f"classifier {clf.name!r}: {err}") from None
 
     def _generator_settings(self, gen) -> dict:
-        return {"model": gen.model, "per_class": gen.per_class, **gen.set}
+        chosen = {} if gen.per_class is None else {"per_class": gen.per_class}
+        return {"model": gen.model, **chosen, **gen.set}
 
     def _refiner_settings(self, gen) -> dict:
         return {"model": gen.refiner, **gen.refiner_set}
@@ -278,7 +279,7 @@ class StudyRunner:
         return str(refined_dir)
 
     def _synthetic_per_class(self, fold: Fold) -> int:
-        return max(1, math.ceil(max(self.cfg.volumes) * len(fold.train) / fold.train.num_classes))
+        return max(1, math.ceil(max(self.cfg.volumes) * max(fold.train.class_counts())))  # volumes multiply each class
 
     @staticmethod
     def _generator_finished(run_dir: Path, steps: int) -> bool:
@@ -352,9 +353,9 @@ class StudyRunner:
         self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}")
         started = time.perf_counter()
         synthetic = self.synthetic.get((spec.generator, fold.index)) if spec.generator else None
-        per_class = None if spec.volume is None else max(1, round(spec.volume * len(fold.train) / fold.train.num_classes))
+        volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
         train_set = build_arm(spec.arm, fold.train, synthetic=synthetic, classic_preset=self.cfg.classic.preset,
-                              classic_copies=self.cfg.classic.copies, volume=per_class, seed=seed)
+                              classic_copies=self.cfg.classic.copies, volume=volume, seed=seed)
         trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
                                    overrides=dict(clf.set), on_epoch=self._epoch_progress(clf.epochs))
         proba = predict_proba(trained, fold.test)
@@ -415,6 +416,7 @@ class StudyRunner:
             sets[gen.name] = _take(self.synthetic[(gen.name, fold.index)], TSNE_PER_ORIGIN, seed)
         path = self.out / "figures" / "tsne.png"
         plot_tsne(trained, sets, path, seed=seed)
+        plot_tsne(None, sets, self.out / "figures" / "tsne_pixels.png", seed=seed)  # as the brain-MRI paper
         return str(path.relative_to(self.out))
 
 

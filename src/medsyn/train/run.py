@@ -74,6 +74,16 @@ def load_training_data(options: DataOptions, cfg: TrainConfig, purpose: str = "t
     return data
 
 
+def small_data_warning(data: LabeledImages, cfg: TrainConfig) -> list[str]:
+    """A warning when a batch is larger than the images it draws from (the set, or a class per class)."""
+    smallest = min(c for c in data.class_counts() if c) if cfg.per_class else len(data)
+    if smallest >= cfg.batch:
+        return []
+    what = "images in its smallest class (one generator per class)" if cfg.per_class else "training images"
+    return [f"warning: {smallest} {what}, fewer than the batch of {cfg.batch}: every batch repeats images and the "
+            f"discriminator can memorise them; use --batch {smallest} or fewer, or more data"]
+
+
 def _data_info(options: DataOptions, data: LabeledImages, cfg: TrainConfig) -> dict[str, Any]:
     """data.json: how the training images were read, and each one's identity (medsyn.provenance)."""
     load = asdict(options)
@@ -160,6 +170,7 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     if not refiner and data_options.refine_source is not None:
         raise ConfigError(f"--source is for refiners (simgan, unit, munit); {spec.name} is a generator and trains on --data alone")
     data = load_training_data(data_options, cfg)
+    data.notices = [*data.notices, *small_data_warning(data, cfg)]
     synthetic = _refiner_data(data_options, cfg, data, spec) if refiner else None
     info = _data_info(data_options, data, cfg)
     if synthetic is not None:
@@ -183,8 +194,16 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     if refiner:
         notices.append(f"{spec.name}: {'one refiner per class' if cfg.per_class else 'one refiner for all classes'}; "
                        "labels pass through unchanged")
-    elif cfg.per_class and not any(l.get("per_class") for l in layers):
+    elif cfg.per_class and "per_class" not in spec.train_defaults and not any(l.get("per_class") for l in layers):
         notices.append(f"{spec.name} has no class input: training one generator per class")
+    elif cfg.per_class and not any("per_class" in l for l in layers):
+        notices.append(f"{spec.name}: one generator per class, as its paper trained it (--conditional: one "
+                       f"generator conditioned on all classes)")
+    if not any(k in l for l in layers for k in ("steps", "epochs")) and ("steps" in spec.train_defaults
+                                                                          or "epochs" in spec.train_defaults):
+        length = "steps" if "steps" in spec.train_defaults else "epochs"
+        notices.append(f"{spec.name}: {spec.train_defaults[length]:g} {length}, its paper's run length "
+                       f"({trainer.total_steps} steps here; --steps or --epochs to change it)")
     note = spec.size_note(data.size)
     if note:
         notices.append(note)

@@ -8,7 +8,7 @@ from typing import Any, Callable, ContextManager
 import torch
 from torch import nn
 
-from medsyn.config import LatentDistribution, Optimizer, TrainConfig, build_config, check_family_keys
+from medsyn.config import PIXEL_OFFSETS, LatentDistribution, Optimizer, TrainConfig, build_config, check_family_keys
 from medsyn.errors import ConfigError
 from medsyn.models import MODELS, create_discriminator, create_generator
 from medsyn.models.base import AnySpec, Conditioning, ImageSpec, ModelSpec, NetOptions, Role
@@ -57,11 +57,14 @@ def resolve_config(*layers: dict[str, Any], user_layers: int | None = None) -> t
             against the model's family: a key only another family reads is an error, not ignored.
             A resumed run's stored config is not a user layer.
     """
+    layers = _last_length_wins(layers)
     user = {}
     for layer in layers:
         user.update(layer)
     spec = MODELS.get(str(user.get("model", TrainConfig.model)))
     defaults = dict(spec.train_defaults)
+    if any(key in layer for layer in layers for key in RUN_LENGTH):
+        defaults.pop("steps", None), defaults.pop("epochs", None)  # a given length replaces the paper's, either way
     if spec.role is Role.GENERATOR:
         defaults["objective"] = spec.objective
     cfg = build_config(defaults, *layers)
@@ -77,6 +80,19 @@ def resolve_config(*layers: dict[str, Any], user_layers: int | None = None) -> t
     return cfg, spec
 
 
+RUN_LENGTH = ("steps", "epochs")
+
+
+def _last_length_wins(layers: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The last layer that sets steps or epochs decides the run's length: earlier layers' steps and
+    epochs are dropped (a stored run of 70 epochs resumed with ``--steps 9`` runs 9 steps)."""
+    given = [i for i, layer in enumerate(layers) if any(layer.get(key) is not None for key in RUN_LENGTH)]
+    if not given:
+        return list(layers)
+    return [layer if i >= given[-1] else {k: v for k, v in layer.items() if k not in RUN_LENGTH}
+            for i, layer in enumerate(layers)]
+
+
 @dataclass
 class Networks:
     generator: nn.Module
@@ -87,7 +103,7 @@ class Networks:
 def build_networks(spec: ModelSpec, cfg: TrainConfig, size: int, channels: int, num_classes: int) -> Networks:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"image size {size} is outside {MIN_SIZE}..{MAX_SIZE}; pass --set size=64 to resize")
-    options = NetOptions(z_dim=cfg.z_dim, width=cfg.width)
+    options = NetOptions(z_dim=cfg.z_dim, width=cfg.width, kernel=cfg.kernel, pixel_offset=PIXEL_OFFSETS[cfg.pixel_range])
     if cfg.per_class:
         single = ImageSpec(size, channels, 0)
         G = PerClassGenerator([create_generator(spec.name, single, options) for _ in range(num_classes)])
