@@ -248,3 +248,11 @@ def test_the_lung_ct_papers_zero_to_two_scaling_is_an_exact_shift_of_what_the_ne
         assert torch.allclose(paper.discriminator(x)[0], plain.discriminator(x + 1)[0])
     with pytest.raises(ConfigError, match="pixel_range"):
         resolve_config({"model": "lungct-gan", "pixel_range": "0,255"})
+
+
+def test_classify_refuses_a_one_class_folder_before_training(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / "flat" / f"{i}.png", np.full((8, 8), 40 * i, np.uint8))
+    result = invoke("classify", "--data", tmp_path / "flat", "--classifier", "lesion-cnn", "--out", tmp_path / "c")
+    assert isinstance(result.exception, DataError) and "has one class ('flat')" in str(result.exception)
+    assert "training lesion-cnn" not in result.output and not (tmp_path / "c").exists()

@@ -143,6 +143,9 @@ def _load_sets(data, manifest, seed, synthetic, classic, volume):
     # the source's one split, whatever --seed: the split the generator's run held out too
     real = source_split(load_source(data, manifest=manifest))
     say(real.notices)
+    if real.num_classes < 2:
+        raise DataError(data, f"has one class ({real.class_names[0]!r}); a classifier needs at least 2: put each class "
+                              f"in its own folder, or pass a CSV manifest with labels")
     train, val, test = (real.split(name) for name in ("train", "val", "test"))
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
