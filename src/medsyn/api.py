@@ -69,8 +69,8 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     return Run(Path(path), load_generator(path, device=device))
 
 
-def train_generator(data: str, out: str | Path, model: str | None = None, steps: int | None = None, *, resume: bool = False,
-          **settings: Any) -> Run:
+def train_generator(data: str, out: str | Path, model: str | None = None, steps: int | None = None, *,
+                    resume: bool = False, **settings: Any) -> Run:
     """Train a generator as ``medsyn train`` does and return the finished run.
 
     Args:
@@ -136,7 +136,6 @@ def classify(data: str, *, classifier: str = "lesion-cnn", synthetic: str | None
     from medsyn.commands.classify import _evaluate, _load_sets
     from medsyn.evaluate.arms import arm_for, build_arm
     from medsyn.evaluate.classify import train_classifier
-    from medsyn.metrics.classification import one_class_warning
 
     train_split, val, test, pool = _load_sets(str(data), manifest, seed, synthetic, classic, volume)
     arm = arm_for(bool(classic), bool(synthetic))
@@ -145,10 +144,7 @@ def classify(data: str, *, classifier: str = "lesion-cnn", synthetic: str | None
     trained = train_classifier(classifier, train_set, val, epochs=epochs, seed=seed, device=device,
                                overrides=settings or None)
     report = _evaluate(trained, test, seed)
-    warning = one_class_warning(report["test"]["confusion"], trained.class_names)
-    return {"arm": arm.value, "n_train": len(train_set), "n_test": len(test), "test": report["test"],
-            "ci95": report["ci95"], "proba": report["proba"], "warnings": [] if warning is None else [warning],
-            "classifier": trained}
+    return {"arm": arm.value, "n_train": len(train_set), "n_test": len(test), **report, "classifier": trained}
 
 
 def run_study(config: str | Path, out: str | Path, quick: bool = False, device: str | None = None) -> dict[str, Any]:

@@ -71,10 +71,14 @@ def record_of_run(run_dir: str | Path, data_info: dict[str, Any], role: str) -> 
                   list(data_info.get("image_hashes", [])), str(Path(run_dir).resolve()))
 
 
-def record_of_images(role: str, data: LabeledImages, split: str, load: dict[str, Any]) -> Record:
-    """The record of real images used directly (curation's reference, gaunet's rewritten sources)."""
-    geometry = {"size": data.size, "channels": data.channels, "interpolation": load.get("interpolation", "bilinear")}
-    return Record(role, data.source, {**load, **geometry}, split, image_hashes(data.images))
+def record_of_images(role: str, data: LabeledImages, interpolation: str = "bilinear") -> Record:
+    """The record of real images used directly (curation's reference, gaunet's rewritten sources,
+    refined real images): read with the readers' default options at the images' own geometry, from
+    the split their ``splits`` name (one split of a source)."""
+    load = {"manifest": None, "axis": 2, "slices": None, "window": None, "size": data.size, "channels": data.channels,
+            "interpolation": interpolation}
+    split = str(data.splits[0]) if data.splits is not None and len(data) else "train"
+    return Record(role, data.source, load, split, image_hashes(data.images))
 
 
 def write_provenance(folder: Path, records: list[Record], made_by: dict[str, Any]) -> Path:
@@ -122,8 +126,12 @@ def overlaps(records: list[Record], source: str, manifest: str | None = None,
              splits: tuple[str, ...] = HELD_OUT) -> list[Overlap]:
     """Every (record, held-out split) pair that shares images; empty when the set is clean."""
     found = []
+    read: dict[str, dict[str, set[str]]] = {}  # records that read the source alike (a two-step set's) share one read
     for record in records:
-        held = held_out_hashes(source, record, manifest)
+        key = json.dumps(record.load, sort_keys=True, default=str)
+        if key not in read:
+            read[key] = held_out_hashes(source, record, manifest)
+        held = read[key]
         mine = set(record.image_hashes)
         for name in splits:
             count = len(mine & held[name])

@@ -98,8 +98,7 @@ def read_input(loaded: LoadedRefiner, source: str) -> LabeledImages:
     """
     cfg, model = loaded.cfg, loaded.model
     data = load_source(source, size=cfg.size, channels=cfg.channels, interpolation=cfg.interpolation)
-    data, line, warning = take_split(source_split(data), parse_spec(source)[1] or "train", "refining")
-    data.notices = [*data.notices, line] + ([f"warning: {warning}"] if warning else [])
+    data = take_split(source_split(data), parse_spec(source)[1] or "train", "refining")
     if (data.size, data.channels) != (model["size"], model["channels"]):
         raise DataError(source, f"images are {data.size}x{data.size}x{data.channels} but the refiner was trained on "
                         f"{model['size']}x{model['size']}x{model['channels']}")
@@ -159,8 +158,7 @@ def refined_provenance(loaded: LoadedRefiner, source: str, data: LabeledImages) 
     if data.format == "medsyn-samples":
         inherited = read_provenance(source) or []
     else:
-        load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": loaded.cfg.interpolation}
-        inherited = [record_of_images("refined real images", data, str(data.splits[0]), load)]
+        inherited = [record_of_images("refined real images", data, loaded.cfg.interpolation)]
     return inherited + [record_of_run(loaded.run_dir, loaded.data, "refiner training")]
 
 

@@ -80,8 +80,7 @@ def load_generator(run_dir: str | Path, device: str = "auto", source_data: str |
                           model["num_classes"])
         names, notices = _source_names(real), list(real.notices)
         if source_data is not None:
-            load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": cfg.interpolation}
-            record = record_of_images("rewritten sources", real, str(real.splits[0]), load)
+            record = record_of_images("rewritten sources", real, cfg.interpolation)
     elif source_data is not None:
         raise ConfigError(f"--input is for models that rewrite real images (gaunet); {spec.name} samples from noise alone")
     recalibrate_batch_norm(generator, calibration_inputs(cfg, model["num_classes"], torch_device, seed=cfg.seed,

@@ -77,11 +77,6 @@ def classify(
     trained, seconds = _train(classifier, train_set, val, cfg.epochs, seed, device, overrides, weights)
     report = _evaluate(trained, test, seed)
     _print_report(report, trained.class_names)
-    from medsyn.metrics.classification import one_class_warning
-
-    warning = one_class_warning(report["test"]["confusion"], trained.class_names)
-    report["warnings"] = [] if warning is None else [warning]
-    say([f"warning: {w}" for w in report["warnings"]])
     info = {"classifier": classifier, "arm": arm.value, "data": data, "synthetic": synthetic, "classic": classic,
             "copies": (copies or 1) if classic else None, "volume": volume, "seed": seed, "device": str(trained.device),
             "config": to_dict(trained.config), "n_train": len(train_set), "n_val": len(val), "n_test": len(test),
@@ -98,7 +93,6 @@ def _score_discriminator(run: Path, data: str, manifest: str | None, out: Path, 
     from medsyn.data import load_source, source_split
     from medsyn.evaluate.discriminator import discriminator_probabilities
     from medsyn.imageio import atomic_dir, ensure_new_dir
-    from medsyn.metrics.classification import bootstrap_cis, classification_metrics, one_class_warning
     from medsyn.provenance import overlaps, record_of_run
     from medsyn.train.checkpoint import load_checkpoint
 
@@ -115,21 +109,16 @@ def _score_discriminator(run: Path, data: str, manifest: str | None, out: Path, 
     test = real.split("test")
     if len(test) == 0:
         raise DataError(data, "has no test images to score")
-    proba = discriminator_probabilities(run, test, device=device)
-    report = {"test": classification_metrics(test.labels, proba),
-              "ci95": {k: list(v) for k, v in bootstrap_cis(test.labels, proba, n_boot=1000, seed=seed).items()}}
+    report = _test_report(test, discriminator_probabilities(state, run, test, device=device), seed)
     console.print(f"scoring {len(test)} images of {data}'s test split with the class head of {run}'s "
                   f"{model['name']} discriminator (trained on its train split; nothing is trained here)",
                   highlight=False, soft_wrap=True)
     _print_report(report, list(test.class_names))
-    warning = one_class_warning(report["test"]["confusion"], list(test.class_names))
-    report["warnings"] = [] if warning is None else [warning]
-    say([f"warning: {w}" for w in report["warnings"]])
     info = {"classifier": f"{model['name']} discriminator", "run": str(run), "data": data, "n_test": len(test),
-            "class_names": list(test.class_names), **report}
+            "class_names": list(test.class_names), **{k: v for k, v in report.items() if k != "proba"}}
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(_json_safe(info), indent=2) + "\n")
-        _write_predictions(tmp / "predictions.csv", test, proba)
+        _write_predictions(tmp / "predictions.csv", test, report["proba"])
         _plot_confusion(np.asarray(report["test"]["confusion"]), list(test.class_names), tmp / "confusion.png")
     out_console.print(f"wrote metrics.json, predictions.csv and confusion.png to {out}", highlight=False, soft_wrap=True)
 
@@ -187,11 +176,20 @@ def _train(name, train_set, val, epochs, seed, device, overrides, weights):
 
 def _evaluate(trained, test, seed: int) -> dict[str, Any]:
     from medsyn.evaluate.classify import predict_proba
-    from medsyn.metrics.classification import bootstrap_cis, classification_metrics
 
-    proba = predict_proba(trained, test)
-    return {"proba": proba, "test": classification_metrics(test.labels, proba),
-            "ci95": {k: list(v) for k, v in bootstrap_cis(test.labels, proba, n_boot=1000, seed=seed).items()}}
+    return _test_report(test, predict_proba(trained, test), seed)
+
+
+def _test_report(test, proba: np.ndarray, seed: int) -> dict[str, Any]:
+    """Metrics of predictions on the test split, their bootstrap CIs, and the warning of a classifier
+    that calls every test image one class."""
+    from medsyn.metrics.classification import bootstrap_cis, classification_metrics, one_class_warning
+
+    metrics = classification_metrics(test.labels, proba)
+    warning = one_class_warning(metrics["confusion"], list(test.class_names))
+    return {"proba": proba, "test": metrics,
+            "ci95": {k: list(v) for k, v in bootstrap_cis(test.labels, proba, n_boot=1000, seed=seed).items()},
+            "warnings": [] if warning is None else [warning]}
 
 
 def _fmt(value: float, ci) -> str:
@@ -206,6 +204,7 @@ def _print_report(report: dict[str, Any], class_names: list[str]) -> None:
     for k, cls in enumerate(class_names):
         out_console.print(f"class {cls!r}: sensitivity {_fmt(test['sensitivity'][k], ci[f'sensitivity_{k}'])}, "
                           f"specificity {_fmt(test['specificity'][k], ci[f'specificity_{k}'])}", highlight=False, soft_wrap=True)
+    say([f"warning: {w}" for w in report["warnings"]])
 
 
 def _json_safe(value):

@@ -162,8 +162,7 @@ def _cluster(synthetic_set, clusters: int, features: str, weights, real: str | N
 
     reference = []
     if real_set is not None:
-        load = {"manifest": None, "axis": 2, "slices": None, "window": None, "interpolation": "bilinear"}
-        reference = [record_of_images("curation reference", real_set, str(real_set.splits[0]), load)]
+        reference = [record_of_images("curation reference", real_set)]
     return clustering, description, facts, reference
 
 
@@ -176,9 +175,8 @@ def _load_real(spec: str, synthetic_set):
     from medsyn.data.splits import source_split, take_split
 
     # the source's one split (its own, else medsyn's seeded patient-level one): test images never steer curation
-    real_set, line, warning = take_split(source_split(load_source(spec)), parse_spec(spec)[1] or "train",
-                                         "scoring against")
-    say([*real_set.notices, line] + ([f"warning: {warning}"] if warning else []))
+    real_set = take_split(source_split(load_source(spec)), parse_spec(spec)[1] or "train", "scoring against")
+    say(real_set.notices)
     check_compatible(real_set, synthetic_set)
     return real_set
 

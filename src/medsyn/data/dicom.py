@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsyn.data.preprocess import DecodedImage, scale_between
+from medsyn.data.preprocess import DecodedImage, scale_between, window_bounds
 from medsyn.errors import DataError
 
 _MAGIC_OFFSET = 128  # the DICOM preamble is 128 bytes, then "DICM"
@@ -37,10 +37,9 @@ def _window_bounds(path: Path, ds, values: np.ndarray, window: tuple[float, floa
             window = None  # unreadable window tags: fall back to min-max like files without them
     if window is None:
         return float(values.min()), float(values.max())
-    center, width = float(window[0]), float(window[1])
-    if not width > 0:
-        raise DataError(path, f"window width must be positive, got {width:g}")
-    return center - width / 2, center + width / 2
+    if not float(window[1]) > 0:
+        raise DataError(path, f"window width must be positive, got {float(window[1]):g}")
+    return window_bounds(window)
 
 
 def _read_dataset(path: Path):

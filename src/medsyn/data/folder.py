@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medsyn.data.dicom import has_dicom_magic, read_dicom
 from medsyn.data.nifti import is_nifti, read_nifti
-from medsyn.data.preprocess import Conform, DecodedImage, scale_between, scale_by_depth, stack_decoded
+from medsyn.data.preprocess import Conform, DecodedImage, scale_between, scale_by_depth, stack_decoded, window_bounds
 from medsyn.data.types import SPLITS, LabeledImages
 from medsyn.errors import DataError
 from medsyn.imageio import class_dir_name
@@ -54,9 +54,8 @@ def decode_image(path: Path, window: tuple[float, float] | None = None) -> Decod
         raise DataError(path, "image holds NaN or infinite values")
     fixed = img.mode == "F"
     if window is not None and not fixed:
-        centre, width = window
         stored = pixels.astype(np.float64) * (65535.0 if depth == 16 else 255.0)
-        pixels, fixed = scale_between(stored, centre - width / 2, centre + width / 2), True
+        pixels, fixed = scale_between(stored, *window_bounds(window)), True
     return DecodedImage(pixels=pixels, origin=str(path), bit_depth=depth, range_fixed=fixed)
 
 
@@ -221,13 +220,14 @@ def read_folder(
                 splits += [split or ""] * len(items)
     if not decoded:
         raise DataError(root, "no image, DICOM or NIfTI files in any class folder")
-    listed_splits = _from_root_manifest(root, decoded)
-    if parts[0][0] is None and listed_splits is not None:
-        splits, parts = listed_splits, [("manifest", [])]  # e.g. `medsyn augment` output keeps its source's split
+    rows = _manifest_rows(root)
+    listed_splits = _from_root_manifest(root, rows, decoded)
+    tree_splits = parts[0][0] is not None
+    # a flat class tree may still have a split: the manifest beside it (e.g. `medsyn augment` output keeps its source's)
+    own_splits = splits if tree_splits else listed_splits
     notices = [f"class folder {name} is empty" for name in empty_listed]
-    synthetic = (root / PROVENANCE).is_file() or _lists_checkpoints(root)
-    return assemble(decoded, labels, names, source=str(root), conform=conform,
-                    splits=splits if parts[0][0] is not None else None, notices=notices,
+    synthetic = (root / PROVENANCE).is_file() or _lists_checkpoints(rows)
+    return assemble(decoded, labels, names, source=str(root), conform=conform, splits=own_splits, notices=notices,
                     format="medsyn-samples" if synthetic else None, window=window)
 
 
@@ -269,21 +269,19 @@ def _manifest_rows(root: Path) -> list[dict[str, str]] | None:
         return None
 
 
-def _lists_checkpoints(root: Path) -> bool:
+def _lists_checkpoints(rows: list[dict[str, str]] | None) -> bool:
     """A sample folder written before provenance.json existed: its manifest names the generator (model,
     checkpoint_sha256 columns, as `medsyn sample` writes them)."""
-    rows = _manifest_rows(root)
     return bool(rows) and bool({"model", "checkpoint_sha256"} & set(rows[0]))
 
 
-def _from_root_manifest(root: Path, decoded: list[DecodedImage]) -> list[str] | None:
+def _from_root_manifest(root: Path, rows: list[dict[str, str]] | None, decoded: list[DecodedImage]) -> list[str] | None:
     """Take patient ids (and, when every file has one, splits) from root/manifest.csv as medsyn writes it.
 
     A folder tree cannot say which images share a patient or which split an image belongs to,
     but the manifest written beside it can, and patient-level splits need that. An unreadable
     manifest is ignored: it is optional.
     """
-    rows = _manifest_rows(root)
     if not rows:
         return None
     by_file = {str((root / (row.get("path") or "").strip()).resolve()): row

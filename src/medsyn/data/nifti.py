@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsyn.data.preprocess import DecodedImage, scale_between
+from medsyn.data.preprocess import DecodedImage, scale_between, window_bounds
 from medsyn.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -49,8 +49,7 @@ def _load_volume(path: Path) -> np.ndarray:
 
 def _intensity_range(volume: np.ndarray, window: tuple[float, float] | None, intensity: str) -> tuple[float, float]:
     if window is not None:
-        center, width = float(window[0]), float(window[1])
-        return center - width / 2, center + width / 2
+        return window_bounds(window)
     if intensity == "percentile":
         low, high = np.percentile(volume, PERCENTILES)
         return float(low), float(high)

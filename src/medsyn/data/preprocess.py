@@ -91,6 +91,12 @@ def scale_by_depth(values: np.ndarray, bit_depth: int) -> np.ndarray:
     return (np.asarray(values, dtype=np.float32) / np.float32(peak)).clip(0.0, 1.0)
 
 
+def window_bounds(window: tuple[float, float]) -> tuple[float, float]:
+    """(low, high) of an intensity window given as (centre, width), as DICOM defines it."""
+    centre, width = float(window[0]), float(window[1])
+    return centre - width / 2, centre + width / 2
+
+
 def scale_between(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Linear map of [low, high] onto [0, 1], clipped; a flat range (high <= low) gives zeros."""
     values = np.asarray(values, dtype=np.float64)

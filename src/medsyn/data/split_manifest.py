@@ -20,13 +20,9 @@ from medsyn.data.types import SPLITS, LabeledImages
 from medsyn.errors import ConfigError
 
 
-def split_rows(ds: LabeledImages, root: Path, ratios=DEFAULT_RATIOS, seed: int = SPLIT_SEED) -> list[dict[str, str]]:
-    """One manifest row per file of ``ds``, with the split of its images (patients kept whole)."""
-    if has_own_split(ds):
-        raise ConfigError(f"{ds.source} has its own split already (train/val/test); every medsyn command uses it")
-    if ds.paths is None:
-        raise ConfigError(f"{ds.source}: its images have no files of their own, so no manifest can list them")
-    splits = patient_split(ds, ratios=ratios, seed=seed)
+def split_rows(ds: LabeledImages, root: Path, splits: np.ndarray) -> list[dict[str, str]]:
+    """One manifest row per file of ``ds``, with the split of its images (``patient_split``'s, so a
+    file's frames or slices share one)."""
     groups = patient_groups(ds).astype(str)
     rows: dict[str, dict[str, str]] = {}
     for path, label, split, group, patient in zip(ds.paths, ds.labels, splits, groups, _patients(ds)):
@@ -50,13 +46,17 @@ def _patients(ds: LabeledImages) -> list[str]:
 def write_split_manifest(ds: LabeledImages, root: Path, out: Path, ratios=DEFAULT_RATIOS,
                          seed: int = SPLIT_SEED) -> dict[str, int]:
     """Write the manifest (paths relative to ``root``, the data folder) and return images per split."""
-    rows = split_rows(ds, root, ratios, seed)
+    if has_own_split(ds):
+        raise ConfigError(f"{ds.source} has its own split already (train/val/test); every medsyn command uses it")
+    if ds.paths is None:
+        raise ConfigError(f"{ds.source}: its images have no files of their own, so no manifest can list them")
+    made = patient_split(ds, ratios=ratios, seed=seed)
+    rows = split_rows(ds, root, made)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["path", "label", "class_name", "patient_id", "split"])
     writer.writeheader()
     writer.writerows(rows)
     write_text(out, buffer.getvalue())
-    made = patient_split(ds, ratios=ratios, seed=seed)
     return {name: int((made == name).sum()) for name in SPLITS}
 
 

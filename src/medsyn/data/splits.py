@@ -25,11 +25,9 @@ WITHIN_FILE = re.compile(r"#(frame|slice)=\d+$")  # frames of a DICOM file, slic
 def patient_groups(ds: LabeledImages) -> np.ndarray:
     """One group key per image: its patient id; else its file, for the frames or slices of one
     volume (an anonymised multi-frame DICOM is one patient); else the image itself."""
-    own = np.array([f"<no patient id> image {i}" for i in range(len(ds))], dtype=object)
-    if ds.paths is not None:
-        files = np.array([f"<no patient id> file {WITHIN_FILE.sub('', p)}" if WITHIN_FILE.search(p) else o
-                          for p, o in zip(ds.paths, own)], dtype=object)
-        own = files
+    paths = ds.paths if ds.paths is not None else [""] * len(ds)
+    own = np.array([f"<no patient id> file {WITHIN_FILE.sub('', p)}" if WITHIN_FILE.search(p)
+                    else f"<no patient id> image {i}" for i, p in enumerate(paths)], dtype=object)
     if ds.patient_ids is None:
         return own
     ids = np.asarray(ds.patient_ids).astype(str).astype(object)
@@ -150,8 +148,9 @@ def source_split(ds: LabeledImages, seed: int = SPLIT_SEED) -> LabeledImages:
     return dataclasses.replace(ds, splits=patient_split(ds, seed=seed), notices=[*ds.notices, notice])
 
 
-def take_split(ds: LabeledImages, split: str, purpose: str) -> tuple[LabeledImages, str, str | None]:
-    """The rows of one split of a source split by ``source_split``, and what to tell the user.
+def take_split(ds: LabeledImages, split: str, purpose: str) -> LabeledImages:
+    """The rows of one split of a source split by ``source_split``, with what to tell the user
+    appended to their ``notices``.
 
     Args:
         ds: a set with ``splits`` (``source_split``'s output, or one split of a source).
@@ -159,8 +158,8 @@ def take_split(ds: LabeledImages, split: str, purpose: str) -> tuple[LabeledImag
         purpose: what the command does with it, e.g. "training on", "scoring against".
 
     Returns:
-        (the split's rows, a line naming the split and what is held out, a warning when the rows
-        are a split that evaluations hold out (val or test), else None).
+        the split's rows; their notices end with a line naming the split and what is held out, and
+        a "warning: ..." line when the rows are a split that evaluations hold out (val or test).
 
     Raises:
         DataError: the source has no images in that split.
@@ -174,8 +173,9 @@ def take_split(ds: LabeledImages, split: str, purpose: str) -> tuple[LabeledImag
     synthetic = " (synthetic images: all of them)" if ds.format == "medsyn-samples" else ""
     line = (f"{purpose} the {split} split of {ds.source}: {len(chosen)} images"
             + (f"; held out: {held}" if held else "") + synthetic)
-    warning = None
+    chosen.notices = [*chosen.notices, line]
     if split != "train" and ds.format != "medsyn-samples":
-        warning = (f"{purpose} the {split} split of {ds.source}, which evaluations hold out: any result on those "
-                   f"images is no longer independent (classify and studies refuse synthetic images made from them)")
-    return chosen, line, warning
+        chosen.notices.append(f"warning: {purpose} the {split} split of {ds.source}, which evaluations hold out: any "
+                              f"result on those images is no longer independent (classify and studies refuse "
+                              f"synthetic images made from them)")
+    return chosen

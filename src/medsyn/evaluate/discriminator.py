@@ -8,6 +8,7 @@ test lesions, with their CNN trained on real plus synthetic images. Here the hea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,18 +19,18 @@ from medsyn.errors import ConfigError, DataError
 BATCH = 256
 
 
-def discriminator_probabilities(run_dir: str | Path, images: LabeledImages, device: str = "cpu") -> np.ndarray:
-    """Class probabilities (N, K) of the run's discriminator head for ``images``.
+def discriminator_probabilities(state: dict[str, Any], run_dir: str | Path, images: LabeledImages,
+                                device: str = "cpu") -> np.ndarray:
+    """Class probabilities (N, K) of the discriminator head of a run's checkpoint ``state`` (read
+    from ``run_dir``, which the messages name) for ``images``.
 
     Raises:
         ConfigError: the run's discriminator has no class head (only ACGAN's has one).
         DataError: the images do not match the run's size, channels or classes.
     """
-    from medsyn.train.checkpoint import load_checkpoint
     from medsyn.train.setup import build_networks, resolve_config, resolve_device
 
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir)
     model = state["model"]
     cfg, spec = resolve_config(state["config"], user_layers=0)
     if cfg.per_class or model["num_classes"] == 0:

@@ -83,15 +83,20 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, o
     return {"n": int(len(y_true)), **_from_confusion(cm), "auc": auc_score(y_true, proba), "confusion": cm.tolist()}
 
 
+def predicts_one_class(confusion: list[list[int]] | np.ndarray) -> bool:
+    """True when every prediction is the same class (at most one non-empty column, rows true)."""
+    return int((np.asarray(confusion).sum(axis=0) > 0).sum()) <= 1
+
+
 def one_class_warning(confusion: list[list[int]] | np.ndarray, class_names: list[str]) -> str | None:
     """A warning when a classifier predicted the same class for every test image, else None.
 
     Such a classifier has learnt nothing (often too few epochs): its accuracy is that class's share
     of the test set and its sensitivities are 1 and 0, so none of its numbers compare arms.
     """
-    predicted = np.asarray(confusion).sum(axis=0)
-    if int((predicted > 0).sum()) > 1:
+    if not predicts_one_class(confusion):
         return None
+    predicted = np.asarray(confusion).sum(axis=0)
     k = int(np.argmax(predicted))
     return (f"the classifier predicted {class_names[k]!r} for all {int(predicted.sum())} test images: it has not "
             f"learnt to tell the classes apart (train longer, e.g. more --epochs, or check the labels), so its "

@@ -80,6 +80,37 @@ def write_fold_npz(ds: LabeledImages, path: Path) -> Path:
         suffix=".npz")
 
 
+def check_run_held_out(cfg: StudyConfig, folds: list[Fold], data: LabeledImages, name: str, run_dir: Path) -> list[str]:
+    """Refuse a finished run (generator ``name``) that trained on any val or test image of a fold;
+    the warnings to print when that cannot be checked.
+
+    Raises:
+        DataError: the run's training images include held-out images of a fold (counted).
+    """
+    import json
+
+    from medsyn.errors import DataError
+    from medsyn.provenance import record_of_run
+
+    record = record_of_run(run_dir, json.loads((run_dir / "data.json").read_text()), "generator training")
+    if not record.image_hashes:
+        return [f"warning: generator {name!r}: {run_dir} records no image identities (trained before medsyn "
+                "recorded them): medsyn cannot check it saw no held-out image"]
+    held = held_out_identities(cfg, folds, data, record.load["size"], record.load["channels"],
+                               record.load.get("interpolation", "bilinear"))
+    if held is None:
+        return [f"warning: generator {name!r}: the phantoms are rendered at {data.size}px and {run_dir} trained at "
+                f"{record.load['size']}px: cannot check"]
+    trained = set(record.image_hashes)
+    for fold, identities in zip(folds, held):
+        shared = len(trained & identities)
+        if shared:
+            raise DataError(run_dir, f"generator {name!r} trained on {shared} of the {len(fold.val) + len(fold.test)} "
+                                     f"val and test images of fold {fold.index}; a study can only use a run trained "
+                                     "on its training images (give model: to train one per fold)")
+    return []
+
+
 def held_out_identities(cfg: StudyConfig, folds: list[Fold], data: LabeledImages, size: int, channels: int,
                         interpolation: str) -> list[set[str]] | None:
     """Per fold, the identities (medsyn.provenance) of its val and test images, read at the given

@@ -87,15 +87,10 @@ def _mcnemar_rows(groups: dict) -> list[dict]:
     return rows
 
 
-def _predicts_one_class(row: dict) -> bool:
-    """True when every test image got the same predicted class (columns of the confusion matrix)."""
-    from medsyn.metrics.classification import one_class_warning
-
-    return one_class_warning(row["confusion"], [str(k) for k in range(len(row["confusion"]))]) is not None
-
-
 def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:
     """Each synthetic arm against its reference (real, or classic for classic+synthetic), in plain words."""
+    from medsyn.metrics.classification import predicts_one_class
+
     by_label = {(r["classifier"], r["label"]): r for r in arm_rows}
     tests = {(m["classifier"], frozenset((m["arm_a"], m["arm_b"]))): m for m in mcnemar_rows}
     out = []
@@ -109,7 +104,7 @@ def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:
         test = tests.get((row["classifier"], frozenset((row["label"], reference))))
         d_auc, d_acc = row["auc"] - ref["auc"], row["accuracy"] - ref["accuracy"]
         p = None if test is None else test["p_holm"]
-        if _predicts_one_class(row) or _predicts_one_class(ref):
+        if predicts_one_class(row["confusion"]) or predicts_one_class(ref["confusion"]):
             # An untrained network that calls every image one class: its accuracy is that class's share
             # of the test set, so a "significant" difference would only say which class it picked.
             word = "not comparable: an arm predicts one class for every test image"

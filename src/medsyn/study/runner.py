@@ -16,10 +16,10 @@ import numpy as np
 
 from medsyn.data import load_source
 from medsyn.data.types import LabeledImages
-from medsyn.errors import ConfigError, DataError, RunError
+from medsyn.errors import ConfigError, RunError
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
-from medsyn.study.folds import Fold, load_study_data, make_folds, split_notices, write_fold_npz
+from medsyn.study.folds import Fold, check_run_held_out, load_study_data, make_folds, split_notices, write_fold_npz
 from medsyn.study.store import UnitStore
 
 TSNE_PER_ORIGIN = 300  # points per origin (real, classic, each generator) in the t-SNE plot
@@ -128,36 +128,9 @@ class StudyRunner:
                 MODELS.get(gen.model)
             elif not (Path(self._resolve(gen.run)) / "checkpoint.pt").is_file():
                 raise RunError(f"{gen.run}: generator {gen.name!r} names a run folder without checkpoint.pt")
-            else:
-                self._check_run_held_out(gen)
-
-    def _check_run_held_out(self, gen) -> None:
-        """A finished run may serve a study only if none of the images it trained on is held out by a fold."""
-        import json
-
-        from medsyn.provenance import record_of_run
-        from medsyn.study.folds import held_out_identities
-
-        run_dir = Path(self._resolve(gen.run))
-        record = record_of_run(run_dir, json.loads((run_dir / "data.json").read_text()), "generator training")
-        if not record.image_hashes:
-            self.notices.append(f"warning: generator {gen.name!r}: {run_dir} records no image identities (trained "
-                                "before medsyn recorded them): medsyn cannot check it saw no held-out image")
-            return
-        held = held_out_identities(self.cfg, self.folds, self.data, record.load["size"], record.load["channels"],
-                                   record.load.get("interpolation", "bilinear"))
-        if held is None:
-            self.notices.append(f"warning: generator {gen.name!r}: the phantoms are rendered at "
-                                f"{self.data.size}px and {run_dir} trained at {record.load['size']}px: cannot check")
-            return
-        trained = set(record.image_hashes)
-        for fold, identities in zip(self.folds, held):
-            shared = len(trained & identities)
-            if shared:
-                raise DataError(run_dir, f"generator {gen.name!r} trained on {shared} of the "
-                                         f"{len(fold.val) + len(fold.test)} val and test images of fold "
-                                         f"{fold.index}; a study can only use a run trained on its training "
-                                         "images (give model: to train one per fold)")
+            else:  # a finished run may serve only if it trained on none of the folds' held-out images
+                self.notices += check_run_held_out(self.cfg, self.folds, self.data, gen.name,
+                                                   Path(self._resolve(gen.run)))
 
     def _check_configs(self) -> None:
         """Every entry's training config and every classifier's config, resolved before the first unit:

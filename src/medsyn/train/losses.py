@@ -11,6 +11,7 @@ critic update this is, how the batch is sharded under torchrun) arrives as a ``S
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,7 +50,7 @@ class StepContext:
         return self.dist.shard(full, self.blocks)
 
 
-class GanLoss:
+class GanLoss(ABC):
     """Base of every objective: the adversarial terms come from the subclass; this adds the
     auxiliary classifier and R1 terms, which do not depend on the objective.
 
@@ -62,11 +63,13 @@ class GanLoss:
         self.r1, self.r1_every = r1, r1_every
 
     # ---- what an objective defines ---------------------------------------------------------------
+    @abstractmethod
     def critic_terms(self, real_score: Tensor, fake_score: Tensor) -> tuple[Tensor, Stats]:
-        raise NotImplementedError
+        """The critic's adversarial loss from its scores of real and generated images, and its statistics."""
 
+    @abstractmethod
     def generator_term(self, fake_score: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The generator's adversarial loss from the critic's scores of generated images."""
 
     def penalties(self, critic: Critic, real: Tensor, fake: Tensor, labels: Tensor | None, real_score: Tensor,
                   step: StepContext) -> tuple[Tensor | float, Stats]:

@@ -18,7 +18,7 @@ from medsyn.data.loader import parse_spec
 from medsyn.data.splits import source_split, take_split
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
-from medsyn.models.base import AnySpec, Role
+from medsyn.models.base import AnySpec, Conditioning, Role
 from medsyn.provenance import image_hashes
 from medsyn.recipes import DEFAULT_RECIPE, describe_recipe, load_recipe
 from medsyn.train.checkpoint import CHECKPOINT, load_checkpoint
@@ -63,8 +63,7 @@ def load_training_data(options: DataOptions, cfg: TrainConfig, purpose: str = "t
     data = load_source(options.source, size=cfg.size, channels=cfg.channels, interpolation=cfg.interpolation,
                        manifest=options.manifest, axis=options.axis, slices=options.slices, window=options.window)
     explicit = parse_spec(options.source)[1]
-    data, line, warning = take_split(source_split(data), explicit or cfg.split, purpose)
-    data.notices = [*data.notices, line] + ([f"warning: {warning}"] if warning else [])
+    data = take_split(source_split(data), explicit or cfg.split, purpose)
     counts = data.class_counts()
     empty = [data.class_names[k] for k, c in enumerate(counts) if c == 0]
     if cfg.per_class and empty:
@@ -194,7 +193,7 @@ def prepare_run(out: Path, layers: list[dict[str, Any]], data_options: DataOptio
     if refiner:
         notices.append(f"{spec.name}: {'one refiner per class' if cfg.per_class else 'one refiner for all classes'}; "
                        "labels pass through unchanged")
-    elif cfg.per_class and "per_class" not in spec.train_defaults and not any(l.get("per_class") for l in layers):
+    elif spec.conditioning is Conditioning.NEVER and not any(l.get("per_class") for l in layers):
         notices.append(f"{spec.name} has no class input: training one generator per class")
     elif cfg.per_class and not any("per_class" in l for l in layers):
         notices.append(f"{spec.name}: one generator per class, as its paper trained it (--conditional: one "
