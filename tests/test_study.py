@@ -59,6 +59,12 @@ def test_shipped_studies_load(name):
     ({"generators": [{"name": "g"}]}, "exactly one of model"),
     ({"generators": [{"name": "g", "model": "pggan", "refiner": "dcgan"}]}, "is a generator, not a refiner"),
     ({"generators": [{"name": "g", "model": "pggan", "refiner_set": 3}]}, "refiner_set: expected a mapping"),
+    ({"classic": {"preset": "liver-lesion", "copies": [1, 2, 1]}}, "1 listed more than once"),
+    ({"classic": {"preset": "liver-lesion", "copies": [0, 2]}}, "positive whole number"),
+    ({"classic": {"preset": "liver-lesion", "copies": [1, 2.5]}}, "positive whole number"),
+    ({"classic": {"preset": "liver-lesion", "copies": []}}, "the list is empty"),
+    ({"classic": {"preset": "liver-lesion", "copies": [1, 2], "copise": 1}}, "did you mean 'copies'"),
+    ({"classic": {"preset": "liver-lesion", "copies": [1, 2]}, "arms": ["real", "synthetic"]}, "no arm uses classic"),
 ])
 def test_bad_config_rejected(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -242,3 +248,86 @@ def test_the_report_warns_about_an_arm_that_predicts_one_class():
                "arms": [row("real", [[234, 0], [390, 0]]), row("synthetic[gan]x1", [[200, 34], [100, 290]])]}
     html = _arms_section(results)
     assert html.count("Warning: arm") == 1 and "arm real: the classifier predicted &#x27;normal&#x27;" in html
+
+
+@pytest.mark.parametrize("copies, quick_cap, expected, quick_expected", [
+    (4, 2, 4, 2),  # one number: as before, capped by --quick
+    ([8, 1, 2, 4], 2, (1, 2, 4, 8), (1, 2)),  # a list is a sweep (kept sorted); --quick keeps it up to the cap
+    ([4, 8], 2, (4, 8), (2,)),  # values above the cap meet there: still a sweep, of one
+])
+def test_classic_copies_take_a_number_or_a_list_to_choose_from(tmp_path, copies, quick_cap, expected, quick_expected):
+    cfg = study_from_dict({**TINY, "classic": {"preset": "liver-lesion", "copies": copies},
+                           "quick": {"classic_copies": quick_cap}}, tmp_path)
+    assert cfg.classic.copies == expected and cfg.classic.sweep == isinstance(copies, list)
+    assert cfg.with_quick().classic.copies == quick_expected
+
+
+def test_the_sweep_chooses_its_copies_on_validation_never_on_test():
+    """Validation prefers 2 copies, the test images 4: the choice is 2. Ties go to the fewest copies,
+    and scores are averaged over seeds before choosing."""
+    from medsyn.study.sweep import choose_copies
+
+    y_test = np.array([0, 1, 0, 1])
+    right, wrong = np.eye(2)[y_test], np.eye(2)[1 - y_test]
+
+    def unit(copies, val_accuracy, test_proba, seed=0):
+        return {"classic_copies": copies, "seed": seed, "val_accuracy": val_accuracy, "y_true": y_test,
+                "proba": test_proba, "test_index": np.arange(4)}
+
+    units = [unit(1, 0.50, wrong), unit(2, 0.75, wrong), unit(4, 0.60, right)]
+    assert choose_copies(units) == 2
+    assert choose_copies([unit(1, 0.75, wrong), unit(2, 0.75, right), unit(4, 0.5, right)]) == 1
+    two_seeds = [unit(1, 0.9, wrong, seed=0), unit(1, 0.3, wrong, seed=1), unit(2, 0.6, wrong, seed=0),
+                 unit(2, 0.7, wrong, seed=1)]
+    assert choose_copies(two_seeds) == 2  # 0.65 against 0.60
+
+
+def test_a_sweep_study_chooses_copies_per_fold_reports_them_and_reuses_units_when_values_are_added(tmp_path,
+                                                                                                  monkeypatch):
+    from medsyn.errors import RunError
+    from medsyn.report import write_report
+
+    monkeypatch.setattr("medsyn.study.results.BOOTSTRAP", 50)  # the CIs' resamples cost most of a tiny study
+    raw = {**TINY, "arms": ["real", "classic", "classic+synthetic"], "volumes": [1], "tsne": False,
+           "classic": {"preset": "liver-lesion", "copies": [1, 2]}}
+    started = []
+    runner = StudyRunner(study_from_dict(raw, tmp_path), tmp_path / "s", on_unit=started.append)
+    results = runner.run()
+    assert runner.units_seen == runner.units_total()
+    sweep = results["classic_sweep"]
+    assert sweep["values"] == [1, 2] and sweep["metric"] == "validation accuracy"
+    assert [r["copies"] for r in sweep["rows"]] == [1, 2] and [c["fold"] for c in sweep["choice"]] == [0, 1]
+    assert sum(started.count(f"lesion-cnn seed 0 fold {f}: classic, {n} cop{'y' if n == 1 else 'ies'} (sweep)")
+               for f in (0, 1) for n in (1, 2)) == 4
+    assert not any(u.endswith(": classic") for u in started), "the classic arm is the sweep's chosen unit"
+    chosen = {c["fold"]: c["copies"] for c in sweep["choice"]}
+    for fold, copies in chosen.items():  # the synthetic images go on top of the fold's chosen classic set
+        unit = runner.store.load(f"cls/lesion-cnn/seed0/fold{fold}/classic-synthetic_dc_x1_c{copies}")
+        assert unit["classic_copies"] == copies
+    assert {r["label"] for r in results["arms"]} == {"real", "classic", "classic+synthetic[dc]x1"}
+    page = write_report(tmp_path / "s").read_text()
+    assert "Classic augmentation sweep" in page and "copies chosen" in page and "validation images" in page
+    assert (tmp_path / "s" / "figures" / "classic_sweep_lesion-cnn.png").is_file()
+    assert (tmp_path / "s" / "table_classic_sweep.csv").read_text().count("\n") == 3
+
+    again = []
+    grown = study_from_dict({**raw, "classic": {"preset": "liver-lesion", "copies": [1, 2, 3]}}, tmp_path)
+    results = StudyRunner(grown, tmp_path / "s", on_unit=again.append).run()
+    now = {c["fold"]: c["copies"] for c in results["classic_sweep"]["choice"]}
+    expected = [f"lesion-cnn seed 0 fold {f}: classic, 3 copies (sweep)" for f in (0, 1)]
+    expected += [f"lesion-cnn seed 0 fold {f}: classic+synthetic[dc]x1" for f in (0, 1) if now[f] != chosen[f]]
+    assert sorted(again) == sorted(expected), "only the added value, and arms whose choice moved, may train"
+    with pytest.raises(RunError, match="classic"):  # a fixed number's units are not keyed by it
+        StudyRunner(study_from_dict({**raw, "classic": {"preset": "liver-lesion", "copies": 2}}, tmp_path),
+                    tmp_path / "s").prepare()
+
+
+def test_a_fold_without_validation_images_stops_before_the_first_unit(tmp_path):
+    """A sweep (and every classifier's epoch) is chosen on validation images; with none, nothing may run."""
+    from medsyn.errors import DataError
+
+    cfg = study_from_dict({**TINY, "data": {**TINY["data"], "per_class": 3},
+                           "classic": {"preset": "liver-lesion", "copies": [1, 2]}}, tmp_path)
+    with pytest.raises(DataError, match="fold 0 has no validation images"):
+        StudyRunner(cfg, tmp_path / "out").prepare()
+    assert not (tmp_path / "out").exists()

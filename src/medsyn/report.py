@@ -74,6 +74,66 @@ def _arms_section(results: dict) -> str:
     return "".join(parts)
 
 
+def _classic_sweep_section(results: dict, out: Path) -> str:
+    """The classic arm at every number of copies, the copies chosen per fold, and on what data."""
+    sweep = results.get("classic_sweep")
+    if not sweep:
+        return ""
+    choice = [[_esc(c["classifier"]), str(c["fold"]), str(c["copies"]), f"{c['val_accuracy']:.3f}", str(c["n_val"])]
+              for c in sweep["choice"]]
+    rows = [[_esc(r["classifier"]), str(r["copies"]), f"{r['val_accuracy']:.3f}",
+             " / ".join(f"{v:.3f}" for v in r["val_accuracy_per_fold"]),
+             ", ".join(map(str, r["chosen_on_folds"])) or "–", f"{r['test_accuracy']:.3f}", f"{r['test_auc']:.3f}",
+             " / ".join(map(str, r["n_train"]))] for r in sweep["rows"]]
+    figures = "".join(_image(out / "figures" / f"classic_sweep_{clf}.png", f"classic sweep {clf}")
+                      for clf in sorted({r["classifier"] for r in sweep["rows"]}))
+    return ("<h2>Classic augmentation sweep</h2><p>As the liver-lesion paper (Frid-Adar et al. 2018) chose its "
+            f"classic set: the classic arm was trained with {', '.join(map(str, sweep['values']))} augmented copies "
+            f"per real image, and for each classifier and fold the number with the best {_esc(sweep['metric'])} "
+            f"on {_esc(sweep['chosen_on'])} (ties: {_esc(sweep['tie_break'])}) was chosen. Every arm with classic "
+            "augmentation (classic, classic+synthetic) uses that choice. Test images played no part in it; "
+            "the pooled test scores are shown for information only.</p>"
+            + _table(["classifier", "fold", "copies chosen", "validation accuracy", "validation images"], choice, left=1)
+            + _table(["classifier", "copies", "val accuracy (mean of folds)", "val accuracy per fold", "chosen on folds",
+                      "test accuracy", "test AUC", "train images per fold"], rows) + figures)
+
+
+def plot_classic_sweep(results: dict, out: Path) -> list[Path]:
+    """Accuracy against classic copies, one figure per classifier: validation per fold with the
+    chosen number marked, and the pooled test accuracy for information."""
+    sweep = results.get("classic_sweep")
+    if not sweep:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for clf in sorted({r["classifier"] for r in sweep["rows"]}):
+        rows = sorted((r for r in sweep["rows"] if r["classifier"] == clf), key=lambda r: r["copies"])
+        copies = [r["copies"] for r in rows]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, fold in enumerate(sorted({c["fold"] for c in sweep["choice"] if c["classifier"] == clf})):
+            val = [r["val_accuracy_per_fold"][i] for r in rows]
+            line = ax.plot(copies, val, marker="o", label=f"validation, fold {fold}")[0]
+            chosen = next(c for c in sweep["choice"] if (c["classifier"], c["fold"]) == (clf, fold))
+            ax.plot([chosen["copies"]], [chosen["val_accuracy"]], marker="*", markersize=16, color=line.get_color(),
+                    linestyle="none", label=f"chosen, fold {fold}: {chosen['copies']}")
+        ax.plot(copies, [r["test_accuracy"] for r in rows], linestyle="--", color="grey", marker="s",
+                label="test, pooled (not used to choose)")
+        ax.set(xlabel="classic copies per real image", ylabel="accuracy", title=f"{clf}: classic augmentation sweep",
+               xticks=copies)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        try:
+            written.append(atomic.write_with(out / "figures" / f"classic_sweep_{clf}.png",
+                                             lambda tmp: fig.savefig(tmp, format="png", dpi=110)))
+        finally:
+            plt.close(fig)  # pyplot keeps every open figure alive, a failed write included
+    return written
+
+
 def _verdict_section(results: dict) -> str:
     if not results["verdicts"]:
         return ""
@@ -188,6 +248,7 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     results = json.loads((out / "results.json").read_text())
     plot_volume_curves(results, out)
+    plot_classic_sweep(results, out)
     data = results["data"]
     quick = "<p class='note'>--quick run: budgets were shrunk; numbers show the pipeline works, not what a full run finds.</p>" \
         if results.get("quick") else ""
@@ -195,7 +256,8 @@ def write_report(out: str | Path) -> Path:
     body = (f"<h1>medsyn study: {_esc(results['study'])}</h1>{quick}"
             f"<p>Data: {_esc(data['source'])}: {data['images']} images, {data['size']}x{data['size']}x{data['channels']}, "
             f"classes {_esc(', '.join(data['classes']))}. Train/val/test per fold: {folds}.</p>"
-            + _verdict_section(results) + _arms_section(results) + _mcnemar_section(results) + _fid_section(results, out)
+            + _verdict_section(results) + _arms_section(results) + _classic_sweep_section(results, out)
+            + _mcnemar_section(results) + _fid_section(results, out)
             + _figures_section(results, out)
             + "<h2>Configuration</h2><pre>" + _esc(yaml.safe_dump(results["config"], sort_keys=False)) + "</pre>"
             + "<h2>Versions</h2>" + _table(["package", "version"], [[_esc(k), _esc(v)] for k, v in results["versions"].items()]))

@@ -49,6 +49,11 @@ def study_command(
             console.print(f"interrupted; finished units are kept in {out}. Continue with the same command.")
             raise typer.Exit(130)
     report = write_report(out)
+    sweep = results.get("classic_sweep")
+    if sweep:  # which classic set every classic arm used, and what chose it
+        picks = ", ".join(f"{c['classifier']} fold {c['fold']}: {c['copies']}" for c in sweep["choice"])
+        out_console.print(f"classic copies chosen on {sweep['metric']}: {picks}", markup=False, highlight=False,
+                          soft_wrap=True)
     for v in results["verdicts"]:  # McNemar tests accuracy, so the verdict follows the accuracy difference
         p = "n/a" if v["p_holm"] is None else f"{v['p_holm']:.4f}"
         out_console.print(f"{v['classifier']:<12} {v['arm']:<34} vs {v['reference']:<7} dAcc {v['delta_accuracy']:+.3f} "

@@ -70,7 +70,38 @@ class ClassifierSection:
 @dataclass(frozen=True)
 class ClassicSection:
     preset: str | None = None  # a registered classic-augmentation preset (medsyn.augment.PRESETS)
-    copies: int = 4  # augmented copies per real image
+    # Augmented copies per real image. A list sweeps them, as the liver-lesion paper grew its classic
+    # set: the classic arm is trained at each, the best on each fold's validation split is kept, and
+    # every arm with classic augmentation uses that one (medsyn.study.sweep).
+    copies: int | tuple[int, ...] = 4
+
+    def __post_init__(self) -> None:
+        values = self.copies if isinstance(self.copies, tuple) else (self.copies,)
+        if not values:
+            raise ConfigError("classic.copies: the list is empty; give the numbers of copies to choose from")
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in values):
+            shown = list(values) if isinstance(self.copies, tuple) else self.copies
+            raise ConfigError(f"classic.copies: expected a positive whole number or a list of them, got {shown!r}")
+        repeated = sorted({c for c in values if values.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"classic.copies: {', '.join(map(str, repeated))} listed more than once")
+        if isinstance(self.copies, tuple):
+            object.__setattr__(self, "copies", tuple(sorted(values)))
+
+    @property
+    def sweep(self) -> bool:
+        """Whether copies is a list to choose from (even a list of one) rather than one fixed number."""
+        return isinstance(self.copies, tuple)
+
+    @property
+    def copies_values(self) -> tuple[int, ...]:
+        return self.copies if isinstance(self.copies, tuple) else (self.copies,)
+
+    def capped(self, most: int) -> "ClassicSection":
+        """--quick: every value at most ``most`` (a sweep's values that meet there are merged)."""
+        if self.sweep:
+            return dataclasses.replace(self, copies=tuple(sorted({min(c, most) for c in self.copies})))
+        return dataclasses.replace(self, copies=min(self.copies, most))
 
 
 @dataclass(frozen=True)
@@ -89,7 +120,7 @@ class QuickSection:
     epochs: int = 3  # classifier epochs
     fid_images: int = 200
     max_train_per_class: int | None = 200  # cap real training images per class
-    classic_copies: int = 2
+    classic_copies: int = 2  # most copies per real image; a sweep keeps its values up to this one
     volumes: int = 2  # keep the smallest and the largest volume of the sweep
 
 
@@ -115,6 +146,9 @@ class StudyConfig:
         uses_classic = any(a.uses_classic for a in self.arms)
         if uses_classic and not self.classic.preset:
             raise ConfigError("arms include classic augmentation but classic.preset is not set")
+        if self.classic.sweep and not uses_classic:
+            raise ConfigError(f"classic.copies lists {list(self.classic.copies)} to choose from, but no arm uses "
+                              "classic augmentation (add classic or classic+synthetic to arms)")
         if any(a.uses_synthetic for a in self.arms) and not self.generators:
             raise ConfigError("arms include synthetic images but no generators are listed")
         if not self.classifiers:
@@ -140,7 +174,7 @@ class StudyConfig:
         vols = tuple(vols if len(vols) <= q.volumes else vols[: q.volumes - 1] + vols[-1:])
         return dataclasses.replace(
             self, generators=gens, classifiers=clss, seeds=self.seeds[:1], volumes=vols,
-            classic=dataclasses.replace(self.classic, copies=min(self.classic.copies, q.classic_copies)),
+            classic=self.classic.capped(q.classic_copies),
             fid=dataclasses.replace(self.fid, max_images=min(self.fid.max_images, q.fid_images)))
 
 
@@ -175,6 +209,30 @@ def _list_of(values: Any, cls: type, where: str) -> tuple:
     return tuple(out)
 
 
+def _classic_section(values: Any) -> ClassicSection:
+    """The classic section; ``copies`` is one number or a list of them, which build_config does not type."""
+    if not isinstance(values, dict) or "copies" not in values:
+        return _section(values, ClassicSection, "classic")
+    check_keys(values, ClassicSection, "classic")
+    built = build_config({k: v for k, v in values.items() if k != "copies"}, cls=ClassicSection, where="classic")
+    return dataclasses.replace(built, copies=_copies(values["copies"]))
+
+
+def _copies(value: Any) -> int | tuple[int, ...]:
+    def whole(item: Any) -> int:
+        if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            raise ValueError(item)
+        number = float(item)
+        if not number.is_integer():
+            raise ValueError(item)
+        return int(number)
+
+    try:
+        return tuple(whole(v) for v in value) if isinstance(value, list) else whole(value)
+    except ValueError:
+        raise ConfigError(f"classic.copies: expected a positive whole number or a list of them, got {value!r}") from None
+
+
 def _scalars(values: Any, kind: type, where: str) -> tuple:
     items = values if isinstance(values, list) else [values]
     try:
@@ -193,7 +251,7 @@ def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -
         "split": _section(raw.get("split"), SplitSection, "split"),
         "generators": _list_of(raw.get("generators"), GeneratorSection, "generators"),
         "classifiers": _list_of(raw.get("classifiers"), ClassifierSection, "classifiers"),
-        "classic": _section(raw.get("classic"), ClassicSection, "classic"),
+        "classic": _classic_section(raw.get("classic")),
         "fid": _section(raw.get("fid"), FidSection, "fid"),
         "quick": _section(raw.get("quick"), QuickSection, "quick"),
         "base_dir": str(base_dir),

@@ -139,3 +139,17 @@ def split_notices(cfg: StudyConfig, data: LabeledImages) -> list[str]:
         return [f"warning: {what} of {data.source} by image: it has no patient ids, so images of one patient can be "
                 "on both sides of a fold (give a manifest with a patient_id column to keep patients whole)"]
     return [f"split: {kind} by patient ({len(set(data.patient_ids.tolist()))} patients), stratified by class"]
+
+
+def take_rows(ds: LabeledImages, limit: int, seed: int) -> LabeledImages:
+    """At most ``limit`` rows, chosen with a seed and kept in their original order."""
+    if len(ds) <= limit:
+        return ds
+    pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
+    return ds.subset(pick)
+
+
+def join_sets(a: LabeledImages, b: LabeledImages) -> LabeledImages:
+    """``a``'s rows then ``b``'s, with ``a``'s classes, source and format."""
+    return LabeledImages(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]),
+                         list(a.class_names), a.source, a.format, a.bit_depth)

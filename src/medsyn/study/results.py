@@ -150,7 +150,11 @@ def _fidelity_rows(real_units: list[dict]) -> list[dict]:
 def assemble_results(runner) -> dict:
     """Gather every finished unit of ``runner`` into results.json and CSV tables in its folder."""
     store, cfg, out = runner.store, runner.cfg, runner.out
-    cls_units = store.all("cls")
+    # the units this plan used, not every one on disk: a sweep's classic arms from an earlier choice stay there
+    # (a sweep's chosen unit is also its classic arm's, so a unit may be listed twice but is loaded once)
+    units = {key: store.load(key) for key in dict.fromkeys([*runner.arm_unit_keys, *runner.sweep_unit_keys])}
+    cls_units = [units[key] for key in runner.arm_unit_keys]
+    sweep_units = [units[key] for key in runner.sweep_unit_keys]
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for u in cls_units:
         groups[(u["classifier"], u["label"])][u["seed"]].append(u)
@@ -165,8 +169,9 @@ def assemble_results(runner) -> dict:
                  "folds": [{"train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in runner.folds]},
         "arms": arm_rows, "mcnemar": mcnemar_rows, "verdicts": _verdicts(arm_rows, mcnemar_rows),
         "fid": _fid_rows(store.all("fid")), "fidelity": _fidelity_rows(real_units),
+        "classic_sweep": _classic_sweep(sweep_units, runner.chosen_copies) if cfg.classic.sweep else None,
         "figures": {"tsne": tsne, "grids": _grids(runner)},
-        "seconds": float(sum(u.get("seconds", 0) for u in cls_units + store.all("fid"))),
+        "seconds": float(sum(u.get("seconds", 0) for u in [*units.values(), *store.all("fid")])),
     }
     write_json_atomic(out / "results.json", results)
     _write_csv(out / "table_arms.csv", arm_rows, ["classifier", "label", "n_train", "n_test", *(
@@ -175,7 +180,43 @@ def assemble_results(runner) -> dict:
                                                            "statistic", "p", "p_holm"])
     _write_csv(out / "table_fid.csv", results["fid"], ["generator", "fid", "kid_mean", "kid_std", "floor_fid",
                                                         "n_real", "n_synthetic", "folds"])
+    if results["classic_sweep"]:
+        _write_csv(out / "table_classic_sweep.csv", results["classic_sweep"]["rows"], [
+            "classifier", "copies", "val_accuracy", "val_accuracy_per_fold", "chosen_on_folds", "test_accuracy",
+            "test_auc", "n_train"])
     return results
+
+
+def _classic_sweep(units: list[dict], chosen: dict[tuple[str, int], int]) -> dict:
+    """The classic arm at every number of copies: validation accuracy per fold (what chose), and the
+    pooled test scores beside it for information (they chose nothing)."""
+    from medsyn.metrics.classification import classification_metrics
+    from medsyn.study.sweep import CHOICE_METRIC, TIE_BREAK
+
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for u in units:
+        groups[(u["classifier"], u["classic_copies"])].append(u)
+    rows = []
+    for (clf, copies), items in sorted(groups.items()):
+        folds = sorted({u["fold"] for u in items})
+        val = [float(np.mean([u["val_accuracy"] for u in items if u["fold"] == f])) for f in folds]
+        by_seed: dict[int, list[dict]] = defaultdict(list)
+        for u in items:
+            by_seed[u["seed"]].append(u)
+        tests = [classification_metrics(*_pooled(seed_units)) for seed_units in by_seed.values()]
+        rows.append({"classifier": clf, "copies": copies, "val_accuracy": float(np.mean(val)),
+                     "val_accuracy_per_fold": val,
+                     "chosen_on_folds": [f for f in folds if chosen.get((clf, f)) == copies],
+                     "test_accuracy": float(np.mean([t["accuracy"] for t in tests])),
+                     "test_auc": float(np.mean([t["auc"] for t in tests])),
+                     "n_train": [next(u["n_train"] for u in items if u["fold"] == f) for f in folds]})
+    choice = []
+    for (clf, fold), copies in sorted(chosen.items()):
+        picked = [u for u in groups[(clf, copies)] if u["fold"] == fold]
+        choice.append({"classifier": clf, "fold": fold, "copies": copies, "n_val": picked[0]["n_val"],
+                       "val_accuracy": float(np.mean([u["val_accuracy"] for u in picked]))})
+    return {"values": sorted({u["classic_copies"] for u in units}), "metric": CHOICE_METRIC, "tie_break": TIE_BREAK,
+            "chosen_on": "the fold's validation images, mean over seeds", "choice": choice, "rows": rows}
 
 
 def _grids(runner) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
 """Run a study: generators per fold -> synthetic sets -> FID -> classifiers per arm -> results.json.
+With a list of classic copies, each classifier first sweeps them on the fold (medsyn.study.sweep).
 
 Every unit (a GAN run, a sample set, an FID, one classifier on one arm) lands on disk atomically the
 moment it finishes, and a rerun skips it, so a crash or Ctrl-C loses only the unit in progress.
@@ -8,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,42 +16,19 @@ import numpy as np
 
 from medsyn.data import load_source
 from medsyn.data.types import LabeledImages
-from medsyn.errors import ConfigError, RunError
+from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
-from medsyn.study.folds import Fold, check_run_held_out, load_study_data, make_folds, split_notices, write_fold_npz
-from medsyn.study.store import UnitStore
-
-TSNE_PER_ORIGIN = 300  # points per origin (real, classic, each generator) in the t-SNE plot
+from medsyn.study.folds import (
+    Fold, check_run_held_out, join_sets, load_study_data, make_folds, split_notices, take_rows, write_fold_npz,
+)
+from medsyn.study.plan import ArmSpec, arm_specs, classifier_unit_key, classifier_units_per_fold, same_generator
+from medsyn.study.store import UnitStore, check_same_study, write_json_atomic, write_study_marker
+from medsyn.study.sweep import accuracy, choose_copies, sweep_key
 
 
 class StudyInterrupted(Exception):
     """Ctrl-C during a study: everything finished so far is on disk."""
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    arm: Arm
-    generator: str | None = None
-    volume: float | None = None
-
-    @property
-    def label(self) -> str:
-        return self.arm if self.generator is None else f"{self.arm}[{self.generator}]x{self.volume:g}"
-
-    @property
-    def key(self) -> str:
-        return self.label.replace("[", "_").replace("]", "_").replace("+", "-")
-
-
-def arm_specs(cfg: StudyConfig) -> list[ArmSpec]:
-    specs = []
-    for arm in cfg.arms:
-        if arm.uses_synthetic:
-            specs += [ArmSpec(arm, g.name, v) for g in cfg.generators for v in cfg.volumes]
-        else:
-            specs.append(ArmSpec(arm))
-    return specs
 
 
 Event = Callable[[str], None]
@@ -69,6 +46,9 @@ class StudyRunner:
         self.data: LabeledImages | None = None
         self.folds: list[Fold] = []
         self.synthetic: dict[tuple[str, int], LabeledImages] = {}
+        self.arm_unit_keys: list[str] = []  # this plan's classifier units, in run order: what results gather
+        self.sweep_unit_keys: list[str] = []
+        self.chosen_copies: dict[tuple[str, int], int] = {}  # (classifier, fold) -> classic copies chosen on val
         self.units_seen = 0
         self.notices: list[str] = []  # said once the study is prepared: the split, checks that could not run
 
@@ -92,30 +72,23 @@ class StudyRunner:
             CLASSIFIERS.get(clf.name)
         self._check_generators()
         self._check_configs()
+        self._check_folds()
         self._check_same_study()
 
-    def _check_same_study(self) -> None:
-        """Finished units are reused by key, so a folder must only ever hold one resolved study."""
-        import json
+    def _check_folds(self) -> None:
+        """Classifiers choose their epoch, and a sweep its classic copies, on each fold's validation
+        images; a fold without any would fail at its first classifier, after the generators trained."""
+        for fold in self.folds:
+            if len(fold.val) == 0:
+                raise DataError(self.data.source, f"fold {fold.index} has no validation images ({len(fold.train)} "
+                                "training images): classifiers choose their epoch, and a classic.copies list its "
+                                "number of copies, on validation images only; give more images per class")
 
+    def _check_same_study(self) -> None:
         resolved = {k: v for k, v in to_plain(self.cfg).items() if k != "base_dir"}
         resolved["quick_mode"] = self.quick
-        marker = self.out / "study.json"
-        if marker.is_file():
-            stored = json.loads(marker.read_text()).get("resolved")
-            if stored != json.loads(json.dumps(resolved)):
-                changed = sorted(k for k in resolved if stored is None or stored.get(k) != json.loads(json.dumps(resolved[k])))
-                raise RunError(f"{self.out}: holds a study with other settings ({', '.join(changed) or 'format'}); "
-                               "rerun with the same YAML and flags, or choose another --out")
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise RunError(f"{self.out}: exists and is not a study folder; choose another --out")
+        check_same_study(self.out, resolved)
         self._resolved = resolved
-
-    def _write_marker(self) -> None:
-        from medsyn.study.store import write_json_atomic
-
-        if not (self.out / "study.json").is_file():
-            write_json_atomic(self.out / "study.json", {"resolved": self._resolved})
 
     def _train_cap(self) -> int | None:
         return self.cfg.quick.max_train_per_class if self.quick else None
@@ -169,14 +142,14 @@ class StudyRunner:
 
     def units_total(self) -> int:
         per_fold = sum(2 + 2 * bool(g.refiner) + int(self.cfg.fid.enabled) for g in self.cfg.generators)
-        per_fold += len(self.cfg.classifiers) * len(self.cfg.seeds) * len(arm_specs(self.cfg))
-        return per_fold * len(self.folds)
+        return (per_fold + classifier_units_per_fold(self.cfg)) * len(self.folds)
 
     # -- run --------------------------------------------------------------------------------------
     def run(self) -> dict:
         if self.data is None:
             self.prepare()
-        self._write_marker()
+        write_study_marker(self.out, self._resolved)
+        self.arm_unit_keys.clear(), self.sweep_unit_keys.clear()  # a second run() gathers its units afresh
         try:
             for fold in self.folds:
                 for gen in self.cfg.generators:
@@ -184,9 +157,10 @@ class StudyRunner:
                     if self.cfg.fid.enabled:
                         self._fid(gen.name, fold)
                 for clf in self.cfg.classifiers:
+                    copies = self._classic_copies(clf, fold)
                     for seed in self.cfg.seeds:
                         for spec in arm_specs(self.cfg):
-                            self._classifier_unit(clf, seed, fold, spec)
+                            self._classifier_unit(clf, seed, fold, spec, copies)
         except KeyboardInterrupt:
             raise StudyInterrupted() from None
         from medsyn.study.results import assemble_results
@@ -297,11 +271,11 @@ class StudyRunner:
         self.on_unit(f"FID {gen_name} fold {fold.index}")
         started = time.perf_counter()
         # Both FIDs use m images a side, so the small-sample bias of the score and of its floor match.
-        pool = _concat(fold.train, fold.val)
+        pool = join_sets(fold.train, fold.val)
         m = min(self.cfg.fid.max_images, len(pool) // 2, len(self.synthetic[(gen_name, fold.index)]))
         order = np.random.default_rng(fold.index).permutation(len(pool))
         real, other_real = pool.subset(np.sort(order[:m])), pool.subset(np.sort(order[m:2 * m]))
-        synthetic = _take(self.synthetic[(gen_name, fold.index)], m, seed=fold.index)
+        synthetic = take_rows(self.synthetic[(gen_name, fold.index)], m, seed=fold.index)
         extractor, device = InceptionExtractor(), resolve_device(self.cfg.device)
         cache = FeatureCache(self.out / "cache")  # real features are shared by every generator of a fold
         on_batch = self._image_progress("FID", 3 * m)
@@ -315,34 +289,60 @@ class StudyRunner:
                               "notices": list(score.notices), "seconds": time.perf_counter() - started})
         self._tick()
 
-    def _classifier_unit(self, clf, seed: int, fold: Fold, spec: ArmSpec) -> None:
-        key = f"cls/{clf.name}/seed{seed}/fold{fold.index}/{spec.key}"
-        if self.store.has(key):
-            self._tick()
+    def _classic_copies(self, clf, fold: Fold) -> int:
+        """The classic copies of ``clf``'s classic arms on ``fold``: the fixed number, or the sweep's
+        choice on the fold's validation images once every seed's sweep units are done."""
+        classic = self.cfg.classic
+        if not classic.sweep:
+            return classic.copies
+        keys = [self._sweep_unit(clf, seed, fold, copies) for seed in self.cfg.seeds for copies in classic.copies]
+        chosen = choose_copies([self.store.load(key) for key in keys])
+        self.chosen_copies[(clf.name, fold.index)] = chosen
+        return chosen
+
+    def _sweep_unit(self, clf, seed: int, fold: Fold, copies: int) -> str:
+        key = sweep_key(clf.name, seed, fold.index, copies)
+        self.sweep_unit_keys.append(key)
+        if not self.store.has(key):
+            self._run_classifier(key, clf, seed, fold, ArmSpec(Arm.CLASSIC), copies,
+                                 f"{copies} cop{'y' if copies == 1 else 'ies'} (sweep)")
+        self._tick()
+        return key
+
+    def _classifier_unit(self, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int) -> None:
+        if self.cfg.classic.sweep and spec.arm is Arm.CLASSIC:  # the sweep trained it already
+            self.arm_unit_keys.append(sweep_key(clf.name, seed, fold.index, copies))
             return
+        key = classifier_unit_key(self.cfg, clf.name, seed, fold.index, spec, copies)
+        self.arm_unit_keys.append(key)
+        if not self.store.has(key):
+            self._run_classifier(key, clf, seed, fold, spec, copies)
+        self._tick()
+
+    def _run_classifier(self, key: str, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int, note: str = "") -> None:
+        """Train ``clf`` on the arm ``spec`` of ``fold``, test it, and store the unit under ``key``."""
         from medsyn.evaluate.arms import build_arm
         from medsyn.evaluate.classify import predict_proba, train_classifier
 
-        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}")
+        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}" + (f", {note}" if note else ""))
         started = time.perf_counter()
         synthetic = self.synthetic.get((spec.generator, fold.index)) if spec.generator else None
         volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
         train_set = build_arm(spec.arm, fold.train, synthetic=synthetic, classic_preset=self.cfg.classic.preset,
-                              classic_copies=self.cfg.classic.copies, volume=volume, seed=seed)
+                              classic_copies=copies, volume=volume, seed=seed)
         trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
                                    overrides=dict(clf.set), on_epoch=self._epoch_progress(clf.epochs))
         proba = predict_proba(trained, fold.test)
         result = {"classifier": clf.name, "seed": seed, "fold": fold.index, "arm": spec.arm, "generator": spec.generator,
                   "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
+                  "classic_copies": copies if spec.arm.uses_classic else None,
                   "test_index": fold.test_index, "y_true": fold.test.labels, "proba": proba,
-                  "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None)}
+                  "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None),
+                  "val_accuracy": accuracy(fold.val.labels, predict_proba(trained, fold.val)), "n_val": len(fold.val)}
         if spec.arm is Arm.REAL:
-            result["fidelity"] = self._fidelity(trained, fold)
-            if fold.index == 0 and seed == self.cfg.seeds[0] and clf.name == self.cfg.classifiers[0].name and self.cfg.tsne:
-                result["tsne"] = self._tsne(trained, fold, seed)
+            self._diagnose(result, trained, clf, seed, fold)
         result["seconds"] = time.perf_counter() - started
         self.store.save(key, result)
-        self._tick()
 
     def _image_progress(self, kind: str, total: int):
         done, started = [0], time.perf_counter()
@@ -360,63 +360,17 @@ class StudyRunner:
                 self.on_progress("classifier", epoch, total, info)
         return on_epoch
 
-    def _fidelity(self, trained, fold: Fold) -> dict:
-        from medsyn.evaluate.fidelity import domain_frechet, label_fidelity
+    def _diagnose(self, result: dict, trained, clf, seed: int, fold: Fold) -> None:
+        """What the real-only classifier says about the synthetic sets; the t-SNE once, on fold 0."""
+        from medsyn.study.diagnostics import fidelity, tsne_figures
 
-        # equal-sized sets for the domain FD and its real-vs-real floor (Frechet distances are size-biased)
-        m = len(fold.train) // 2
-        order = np.random.default_rng(fold.index).permutation(len(fold.train))
-        half_a, half_b = fold.train.subset(np.sort(order[:m])), fold.train.subset(np.sort(order[m:2 * m]))
-        floor = domain_frechet(trained, half_a, half_b)
-        out = {}
-        for gen in self.cfg.generators:
-            synthetic = self.synthetic[(gen.name, fold.index)]
-            out[gen.name] = {"label_fidelity": label_fidelity(trained, synthetic),
-                             "domain_fd": domain_frechet(trained, half_a, _take(synthetic, m, seed=fold.index)),
-                             "domain_fd_floor": floor}
-        return out
-
-    def _tsne(self, trained, fold: Fold, seed: int) -> str:
-        from medsyn.evaluate.arms import build_arm
-        from medsyn.evaluate.tsne import plot_tsne
-
-        sets = {"real": _take(fold.train, TSNE_PER_ORIGIN, seed)}
-        if self.cfg.classic.preset:
-            classic = build_arm("classic", fold.train, synthetic=None, classic_preset=self.cfg.classic.preset,
-                                classic_copies=self.cfg.classic.copies, volume=None, seed=seed)
-            sets["classic"] = _take(classic.subset(np.arange(len(fold.train), len(classic))), TSNE_PER_ORIGIN, seed)
-        for gen in self.cfg.generators:
-            sets[gen.name] = _take(self.synthetic[(gen.name, fold.index)], TSNE_PER_ORIGIN, seed)
-        path = self.out / "figures" / "tsne.png"
-        plot_tsne(trained, sets, path, seed=seed)
-        plot_tsne(None, sets, self.out / "figures" / "tsne_pixels.png", seed=seed)  # as the brain-MRI paper
-        return str(path.relative_to(self.out))
-
-
-def same_generator(a, b) -> bool:
-    """Whether two generator entries train (or load) the same generator on each fold; their refiners may differ."""
-    fields = ("model", "run", "per_class", "steps", "set")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+        synthetic = {gen.name: self.synthetic[(gen.name, fold.index)] for gen in self.cfg.generators}
+        result["fidelity"] = fidelity(trained, fold, synthetic)
+        if fold.index == 0 and seed == self.cfg.seeds[0] and clf.name == self.cfg.classifiers[0].name and self.cfg.tsne:
+            copies = self.chosen_copies.get((clf.name, fold.index), self.cfg.classic.copies_values[0])
+            path = tsne_figures(trained, fold, seed, self.cfg.classic.preset, copies, synthetic, self.out / "figures")
+            result["tsne"] = str(path.relative_to(self.out))
 
 
 def _mark_finished(run_dir: Path, step: int) -> None:
-    from medsyn.study.store import write_json_atomic
-
     write_json_atomic(run_dir / "state.json", {"step": step})
-
-
-def _take(ds: LabeledImages, limit: int, seed: int) -> LabeledImages:
-    """At most ``limit`` rows, chosen with a seed and kept in their original order."""
-    if len(ds) <= limit:
-        return ds
-    pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:limit])
-    return ds.subset(pick)
-
-
-def _concat(a: LabeledImages, b: LabeledImages) -> LabeledImages:
-    return LabeledImages(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]),
-                         list(a.class_names), a.source, a.format, a.bit_depth)
-
-
-def plan_summary(cfg: StudyConfig) -> dict:
-    return {"arms": [s.label for s in arm_specs(cfg)], "config": to_plain(cfg)}
