@@ -73,6 +73,11 @@ class TrainConfig:
     # generator GANs
     objective: Objective | None = only_for(None, "gan")  # default: the model paper's (bce, hinge, wgan-clip, wgan-gp, ...)
     critic_steps: int = only_for(1, "gan")  # discriminator updates per generator update
+    # Images per discriminator pass (None: the whole batch). The batch's gradient is accumulated
+    # over passes of this many images, so the result is the same batch's but the memory is the
+    # pass's: StyleGAN2-ADA's batch_gpu. Only for discriminators that judge each image on its own
+    # (no batch norm, no minibatch statistics).
+    micro_batch: int | None = only_for(None, "gan")
     kernel: int = only_for(3, "lungct-gan")  # the lung-CT paper's Fig. 1 compares 3x3 (its choice) with 5x5
     pixel_range: str = only_for("-1,1", "lungct-gan")  # "0,2": the lung-CT paper's intensity scaling
     gp_weight: float = only_for(10.0, "gradient-penalty")  # WGAN-GP penalty
@@ -127,6 +132,8 @@ class TrainConfig:
         for name in ("batch", "critic_steps", "gp_every", "r1_every", "ckpt_every", "log_every", "grid_every", "z_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"micro_batch must be at least 1, got {self.micro_batch}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.width <= 0:

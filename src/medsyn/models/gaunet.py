@@ -286,7 +286,12 @@ register(
             "critic_steps": 1,  # Sec. II-D: "alternately update one gradient descent step on D, then one step on G"
             "epochs": 5000,  # Sec. III-B: "the number of training epoch is 5,000"
             "gp_weight": 10.0,  # "The gradient penalty coefficient lambda is 10"
-            "batch": 64,  # the paper gives no batch size
+            # The paper gives no batch size. Its networks at 64x64 (a 37M-parameter U-Net, a DenseNet
+            # critic of growth 64 at full resolution, double backward for the penalty) needed 24 GB of
+            # CPU memory at batch 64; a batch of 16 judged in passes of 8 needs a quarter of that
+            # (bench/train_memory.py; docs/speed.md).
+            "batch": 16,
+            "micro_batch": 8,
             "z_dim": 100,
             "z_dist": "normal",  # Eq. 1, Algorithm 1 line 11
         },

@@ -159,6 +159,8 @@ class MinibatchStd(nn.Module):
     shard of odd size) uses one group, the paper's whole-minibatch definition.
     """
 
+    sample_group = MBSTD_GROUP  # images judged together: a micro_batch pass must hold whole groups
+
     def forward(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
         group = MBSTD_GROUP if n % MBSTD_GROUP == 0 else n
@@ -335,6 +337,7 @@ register(
             "lr_d": 1e-3,
             "betas": (0.0, 0.99),
             "batch": 16,
+            "micro_batch": 8,  # the critic in passes of 8 (two minibatch-std groups) bounds memory at 256x256 (bench/train_memory.py)
             "critic_steps": 1,  # "1 critic iteration per generator iteration"
             "epochs": 100,  # "We train the model (Table 1) for 100 epochs"
             "gp_weight": 10.0,

@@ -23,10 +23,12 @@ from medsyn.train.checkpoint import rng_state, set_rng_state
 from medsyn.train.critic_input import CriticAugment
 from medsyn.train.distributed import Distributed, data_parallel, from_environment, initialise
 from medsyn.train.ema import ModelEma, calibration_inputs, recalibrate_batch_norm
-from medsyn.train.inputs import IMAGES_PER_CRITIC_INPUT, STEP_INPUTS
+from medsyn.train.inputs import IMAGES_PER_CRITIC_INPUT, STEP_INPUTS, StepBatch
 from medsyn.train.logging import Preview, generate
 from medsyn.train.loop import total_steps_for
 from medsyn.train.losses import StepContext, build_loss
+from medsyn.train.micro_batch import (accumulate, backward_through, check_micro_batch, detached_leaf, passes,
+                                      sync_unless_last, weight_of)
 from medsyn.train.setup import (build_networks, build_optimizer, learning_rate_scale, mixed_precision, resolve_device,
                                 sample_latent, apply_spectral_norm)
 
@@ -50,6 +52,7 @@ class GanTrainer:
         nets = build_networks(spec, cfg, data.size, data.channels, data.num_classes)
         if cfg.spectral_norm:
             apply_spectral_norm(nets.discriminator)
+        check_micro_batch(cfg.micro_batch, nets.discriminator, spec.name)
         layout = torch.channels_last if spec.channels_last else torch.preserve_format
         self.G = nets.generator.to(self.device, memory_format=layout)
         self.D = nets.discriminator.to(self.device, memory_format=layout)
@@ -128,30 +131,52 @@ class GanTrainer:
             context = StepContext(self.step * cfg.critic_steps + phase, self.ctx, self.blocks)
             batch = self.inputs.draw(context.update)
             z = self.ctx.shard(sample_latent(cfg.batch * self.blocks, cfg, self.device), self.blocks)
-            critic = self.inputs.critic(self.D_step, batch, self.critic_input)
             with self.autocast():
                 # The last phase's fakes keep their graph and serve the G step too (as the PyTorch
                 # DCGAN example does): one generator forward per step instead of two.
                 with torch.set_grad_enabled(last):
                     fake = self.G_step(z, batch.labels, *batch.generator_args)
-                loss_d, stats = self.loss.d_loss(critic, batch.real, fake.detach(), batch.labels, context)
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
+            stats = self._critic_update(batch, fake.detach(), context)
             self.loss.after_d_step(self.D)
             stats.update(self.critic_input.after_d_update(stats, len(batch.real), context.update + 1,
                                                           self.images_per_step, self.ctx))
-        # The G step goes through the bare D with its weights frozen: their gradients would be thrown
-        # away, and under torchrun DDP would all-reduce them first. Synced batch norm needs no DDP.
-        g_critic = self.inputs.critic(self.D, batch, self.critic_input)
-        with self.autocast(), frozen(self.D):
-            loss_g, stats_g = self.loss.g_loss(g_critic, fake, batch.labels, context)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        stats_g = self._generator_update(batch, fake, context)
         self.ema.update(self.G, self.step)
         self.step += 1
         return {**stats, **stats_g}
+
+    def _critic_update(self, batch: StepBatch, fake: torch.Tensor, context: StepContext) -> dict[str, torch.Tensor]:
+        """One discriminator update on the batch, judged in passes of ``micro_batch`` images."""
+        self.opt_d.zero_grad(set_to_none=True)
+        parts, stats = passes(len(batch.real), self.cfg.micro_batch), {}
+        for index, rows in enumerate(parts):
+            part = batch.part(rows)
+            critic = self.inputs.critic(self.D_step, part, self.critic_input)
+            with sync_unless_last(self.D_step, index, len(parts)):
+                with self.autocast():
+                    loss_d, part_stats = self.loss.d_loss(critic, part.real, fake[rows], part.labels, context)
+                (loss_d * weight_of(rows, len(batch.real))).backward()
+            accumulate(stats, part_stats, weight_of(rows, len(batch.real)))
+        self.opt_d.step()
+        return stats
+
+    def _generator_update(self, batch: StepBatch, fake: torch.Tensor, context: StepContext) -> dict[str, torch.Tensor]:
+        """One generator update: the critic's passes write their gradients into a detached copy of
+        the fakes, which then flows once through G. The G step goes through the bare D with its
+        weights frozen: their gradients would be thrown away, and under torchrun DDP would
+        all-reduce them first. Synced batch norm needs no DDP."""
+        self.opt_g.zero_grad(set_to_none=True)
+        leaf, stats = detached_leaf(fake), {}
+        for rows in passes(len(batch.real), self.cfg.micro_batch):
+            part = batch.part(rows)
+            g_critic = self.inputs.critic(self.D, part, self.critic_input)
+            with self.autocast(), frozen(self.D):
+                loss_g, part_stats = self.loss.g_loss(g_critic, leaf[rows], part.labels, context)
+            (loss_g * weight_of(rows, len(batch.real))).backward()
+            accumulate(stats, part_stats, weight_of(rows, len(batch.real)))
+        backward_through(fake, leaf)
+        self.opt_g.step()
+        return stats
 
     # ---- grids -------------------------------------------------------------------------------
     def _fixed_grid_inputs(self) -> tuple:

@@ -36,6 +36,11 @@ class StepBatch:
     generator_args: tuple[Tensor, ...] = ()
     anchors: Tensor | None = None
 
+    def part(self, rows: slice) -> "StepBatch":
+        """The rows of one discriminator pass (see micro_batch.py)."""
+        return StepBatch(self.real[rows], self.labels[rows], tuple(a[rows] for a in self.generator_args),
+                         None if self.anchors is None else self.anchors[rows])
+
 
 class NoiseInputs:
     """G(z, labels); D(image, labels).

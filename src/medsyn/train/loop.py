@@ -24,6 +24,7 @@ from medsyn.errors import DivergenceError
 from medsyn.train.checkpoint import save_checkpoint
 from medsyn.train.distributed import Distributed
 from medsyn.train.logging import Preview, RunLogger
+from medsyn.train.memory import peak_memory_gb
 
 # (step, total_steps, logged values, images per second) -> True to stop the run at this step
 ProgressCallback = Callable[[int, int, dict[str, float], float], "bool | None"]
@@ -129,7 +130,7 @@ def fit(trainable: Trainable, on_progress: ProgressCallback | None = None) -> Tr
                 due_log = t.step % cfg.log_every == 0 or boundary
                 due_ckpt = t.step % cfg.ckpt_every == 0 or boundary
                 if due_log or due_ckpt:
-                    values = check()
+                    values = {**check(), "mem_gb": peak_memory_gb(t.device)}
                     rate = (t.step - start_step) * t.images_per_step / (time.perf_counter() - started)
                     if logger is not None:
                         logger.scalars(t.step, values, rate)
@@ -147,7 +148,7 @@ def fit(trainable: Trainable, on_progress: ProgressCallback | None = None) -> Tr
                 elif due_log:  # ranks agree at log steps only: asking every step would wait on all of them
                     stopping = ctx.any(stop.requested, t.device)
             if stopping and t.step != last_good:
-                values = check()
+                values = {**check(), "mem_gb": peak_memory_gb(t.device)}
                 state = t.state_dict()
                 if ctx.is_main:
                     save_checkpoint(t.run_dir, state)
