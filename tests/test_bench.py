@@ -51,3 +51,16 @@ def test_counted_flops_follow_a_double_backward():
         grad.square().sum().backward()
 
     assert counted_flops(penalty) >= 2 * 2 * 4 * 10  # at least the forward and the input-gradient matmul
+
+
+def test_audit_speed_bench_prints_both_searches_with_their_ratios(capsys):
+    """A smoke run of bench/audit_speed.py on a few images (the real figures: 10,000 x 5,000, see its docstring)."""
+    import audit_speed
+
+    audit_speed.main(["--n-synthetic", "40", "--n-train", "60", "--size", "28", "--dim", "16",
+                      "--baseline-queries", "10"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# torch") and len(lines) == 3
+    assert lines[1].startswith("features 40 x 60 (16-d)") and "same neighbour 100.0 %" in lines[1]
+    assert lines[2].startswith("pixels 40 x 60 (28x28") and "never under: True" in lines[2]
+    assert all(float(line.rsplit("ratio ", 1)[1]) > 0 for line in lines[1:])

@@ -26,7 +26,7 @@ def assert_one_line_error(result, *fragments):
 
 def test_every_command_has_help():
     for command in ([], ["data"], ["data", "info"], ["data", "phantoms"], ["models"], ["augment"], ["train"],
-                    ["sample"], ["demo"], ["fid"], ["classify"], ["study"], ["refine"], ["curate"]):
+                    ["sample"], ["demo"], ["fid"], ["classify"], ["study"], ["refine"], ["curate"], ["audit"]):
         result = medsyn(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 

@@ -28,8 +28,15 @@ TINY = {
     "classifiers": [{"name": "lesion-cnn", "epochs": 1}],
     "seeds": [0],
     "fid": {"enabled": False},
+    "audit": {"enabled": False},
     "device": "cpu",
 }
+
+
+@pytest.fixture(autouse=True)
+def fewer_bootstrap_resamples(monkeypatch):
+    """The CIs' 1000 resamples per metric and arm cost most of a tiny study; 50 still exercise them."""
+    monkeypatch.setattr("medsyn.study.results.BOOTSTRAP", 50)
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:
@@ -116,12 +123,20 @@ def test_tiny_study_interrupted_resumes_to_the_same_results(tmp_path):
 def test_report_has_every_section(tmp_path):
     from medsyn.report import write_report
 
-    cfg = study_from_dict(TINY, tmp_path)
+    cfg = study_from_dict({**TINY, "audit": {"enabled": True}}, tmp_path)
     StudyRunner(cfg, tmp_path / "s").run()
     page = write_report(tmp_path / "s").read_text()
     for heading in ("Did synthetic images help?", "Classification per arm", "McNemar", "Volume sweep",
-                    "Synthetic samples", "t-SNE of classifier features", "t-SNE of pixels", "Configuration", "Versions"):
+                    "Synthetic samples", "t-SNE of classifier features", "t-SNE of pixels", "Audit: copies and membership",
+                    "Configuration", "Versions"):
         assert heading in page, heading
+    audit = json.loads((tmp_path / "s" / "results.json").read_text())["audit"]
+    assert [row["generator"] for row in audit] == ["dc"]
+    assert audit[0]["synthetic"] > 0 and 0 <= audit[0]["copies"] <= audit[0]["synthetic"]
+    attacks = audit[0]["membership_auc"]  # GAN-Leaks in pixels and in Inception features
+    assert len(attacks) == 2 and all(k.startswith("gan-leaks") and 0 <= v <= 1 for k, v in attacks.items())
+    for folder in audit[0]["folders"]:  # the full audit of each fold, linked from the report
+        assert (tmp_path / "s" / folder).is_file() and folder in page
     assert page.count("data:image/png;base64,") >= 4  # volume curve, 3 class grids, t-SNE
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert (tmp_path / "s" / "table_arms.csv").read_text().count("\n") == len(results["arms"]) + 1
@@ -287,7 +302,6 @@ def test_a_sweep_study_chooses_copies_per_fold_reports_them_and_reuses_units_whe
     from medsyn.errors import RunError
     from medsyn.report import write_report
 
-    monkeypatch.setattr("medsyn.study.results.BOOTSTRAP", 50)  # the CIs' resamples cost most of a tiny study
     raw = {**TINY, "arms": ["real", "classic", "classic+synthetic"], "volumes": [1], "tsne": False,
            "classic": {"preset": "liver-lesion", "copies": [1, 2]}}
     started = []

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from medsyn.commands.audit import audit_command
 from medsyn.commands.classify import classify as classify_command
 from medsyn.commands.curate import curate_command
 from medsyn.commands.fid import fid_command
@@ -208,7 +209,9 @@ def train(
         console.print(f"interrupted at step {result.step}; checkpoint saved. Continue with: "
                       f"medsyn train --out {out} --resume")
         raise typer.Exit(130)
-    out_console.print(f"trained {result.step} steps; run folder {out} (checkpoint.pt, grid_latest.png, tensorboard/)")
+    memory = f"; peak memory {result.last_stats['mem_gb']:.1f} GB" if "mem_gb" in result.last_stats else ""
+    out_console.print(f"trained {result.step} steps{memory}; run folder {out} (checkpoint.pt, grid_latest.png, "
+                      f"tensorboard/)")
 
 
 @app.command("sample")
@@ -265,6 +268,7 @@ app.command("classify")(classify_command)
 app.command("curate")(curate_command)
 app.command("study")(study_command)
 app.command("refine")(refine_command)
+app.command("audit")(audit_command)
 
 
 def _sigterm_as_ctrl_c() -> None:

@@ -243,6 +243,24 @@ def plot_volume_curves(results: dict, out: Path) -> list[Path]:
     return written
 
 
+def _audit_section(results: dict) -> str:
+    """Copies and membership leaks of every generator, beside FID (FID cannot see a set of copies)."""
+    rows = results.get("audit") or []
+    if not rows:
+        return ""
+    body = [[_esc(r["generator"]), f"{r['copies']} of {r['synthetic']} ({100 * r['copies'] / max(r['synthetic'], 1):.1f}%)",
+             "; ".join(f"{_esc(k)} {v:.2f}" for k, v in r["membership_auc"].items()),
+             *(_num(r[k], 2) for k in ("authenticity", "precision", "recall", "density", "coverage")),
+             " ".join(f"<a href='{_esc(f)}'>fold {i}</a>" for i, f in enumerate(r["folders"]))] for r in rows]
+    return ("<h2>Audit: copies and membership</h2><p>Each synthetic set against the training images of its fold, "
+            "calibrated on the fold's test images (which no generator saw): a copy is a synthetic image nearer, in "
+            "pixels (at the best flip and a shift of up to 2 pixels), to a training image than 99% of test images are; "
+            "membership AUC 0.5 means the set does not tell who was in training (GAN-Leaks; 1.0: it gives them away). "
+            "Precision, recall, density and coverage are in Inception features against the training images.</p>"
+            + _table(["generator", "copies", "membership AUC", "authenticity", "precision", "recall", "density",
+                      "coverage", "full audit"], body))
+
+
 def write_report(out: str | Path) -> Path:
     """Render ``out/results.json`` into ``out/report.html`` (atomic)."""
     out = Path(out)
@@ -257,7 +275,7 @@ def write_report(out: str | Path) -> Path:
             f"<p>Data: {_esc(data['source'])}: {data['images']} images, {data['size']}x{data['size']}x{data['channels']}, "
             f"classes {_esc(', '.join(data['classes']))}. Train/val/test per fold: {folds}.</p>"
             + _verdict_section(results) + _arms_section(results) + _classic_sweep_section(results, out)
-            + _mcnemar_section(results) + _fid_section(results, out)
+            + _mcnemar_section(results) + _fid_section(results, out) + _audit_section(results)
             + _figures_section(results, out)
             + "<h2>Configuration</h2><pre>" + _esc(yaml.safe_dump(results["config"], sort_keys=False)) + "</pre>"
             + "<h2>Versions</h2>" + _table(["package", "version"], [[_esc(k), _esc(v)] for k, v in results["versions"].items()]))

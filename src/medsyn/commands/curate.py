@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from medsyn.errors import ConfigError
@@ -41,6 +42,8 @@ def curate_command(
                                               "images as those are to each other; the review run prints how high real images score). Needs scores (default: no limit)."),
     discard_fraction: Optional[float] = typer.Option(None, "--discard-fraction", help="Discard this fraction of each class, "
                                                      "highest scores first (e.g. 0.1). Needs scores (default: none)."),
+    drop_copies: Optional[Path] = typer.Option(None, "--drop-copies", help="A folder `medsyn audit` wrote for this set: "
+                                               "discard the images it flagged as copies of training images (default: keep them)."),
     seed: int = typer.Option(0, "--seed", help="Seeds k-means++."),
     batch: int = typer.Option(32, "--batch", help="Images per forward pass of the feature network."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -57,7 +60,7 @@ def curate_command(
     from medsyn.imageio import atomic_dir, ensure_new_dir
 
     started = time.perf_counter()
-    deciding = any(v is not None for v in (discard_clusters, discard_file, max_score, discard_fraction))
+    deciding = any(v is not None for v in (discard_clusters, discard_file, max_score, discard_fraction, drop_copies))
     scoring = max_score is not None or discard_fraction is not None
     _check_thresholds(max_score, discard_fraction)
     tokens = curate.read_id_tokens(discard_clusters, discard_file)  # a missing discard file fails before any work
@@ -67,8 +70,8 @@ def curate_command(
         if given:
             raise ConfigError(f"--review reuses the clusters and scores of {review}; {', '.join(given)} belong to that run")
         if not deciding:
-            raise ConfigError("--review needs something to apply: --discard-clusters, --discard-file, --max-score or "
-                              "--discard-fraction")
+            raise ConfigError("--review needs something to apply: --discard-clusters, --discard-file, --max-score, "
+                              "--discard-fraction or --drop-copies")
     else:
         clusters = DEFAULT_CLUSTERS if clusters is None else clusters
         if clusters < 1:
@@ -84,6 +87,7 @@ def curate_command(
 
     synthetic_set = load_source(synthetic)
     say(synthetic_set.notices)
+    flagged = _audited_copies(drop_copies, synthetic_set) if drop_copies is not None else None
     record = {"input": synthetic, "seed": seed}
     if review is not None:
         reviewed = curate.read_review(review, synthetic_set)
@@ -105,11 +109,14 @@ def curate_command(
         chosen = curate.parse_cluster_ids(tokens, clustering.labels, clustering.clusters, synthetic_set.class_names)
         reasons = curate.discard_reasons(clustering.labels, clustering.clusters, synthetic_set.class_names,
                                          clustering.scores, discard=chosen, max_score=max_score,
-                                         discard_fraction=discard_fraction)
+                                         discard_fraction=discard_fraction,
+                                         copies=None if flagged is None else np.isin(clustering.names, sorted(flagged)),
+                                         copies_source=str(drop_copies))
         if all(reasons):
             raise ConfigError(f"every one of the {len(reasons)} images would be discarded; nothing would be kept")
         record |= {"discard_clusters": sorted(t for _, t in tokens), "max_score": max_score,
-                   "discard_fraction": discard_fraction, "kept": sum(not r for r in reasons),
+                   "discard_fraction": discard_fraction, "drop_copies": str(drop_copies) if drop_copies else None,
+                   "copies_dropped": len(flagged) if flagged is not None else 0, "kept": sum(not r for r in reasons),
                    "discarded": sum(bool(r) for r in reasons)}
     # the kept set was shaped by the input's real images and by the real images it was scored against
     provenance = (read_provenance(synthetic) or []) + reference
@@ -120,6 +127,24 @@ def curate_command(
         if reasons is not None:
             write_provenance(tmp / curate.KEPT_DIR, provenance, made_by)
     _print_summary(out, synthetic_set, clustering, reasons, time.perf_counter() - started)
+
+
+def _audited_copies(audit: Path, synthetic_set) -> set[str]:
+    """The names an audit flagged, checked to be this set's: an audit of another set names other images."""
+    from medsyn.audit import audited_images_digest, read_copies
+    from medsyn.curate.store import image_names, images_digest
+    from medsyn.errors import DataError
+
+    flagged = read_copies(audit)
+    audited = audited_images_digest(audit)
+    if audited is not None and audited != images_digest(synthetic_set.images):
+        raise DataError(audit, f"audits another set than {synthetic_set.source} (its images differ); audit this "
+                               f"set: medsyn audit {synthetic_set.source} --out AUDIT")
+    unknown = flagged - set(image_names(synthetic_set))
+    if unknown:
+        raise DataError(audit, f"flags {len(unknown)} images {synthetic_set.source} does not have "
+                               f"(e.g. {sorted(unknown)[0]}); audit this set: medsyn audit {synthetic_set.source} --out AUDIT")
+    return flagged
 
 
 def _check_thresholds(max_score: float | None, discard_fraction: float | None) -> None:

@@ -171,11 +171,14 @@ def read_id_tokens(discard_clusters: str | None, discard_file: Path | None) -> l
 
 def discard_reasons(labels: np.ndarray, clusters: np.ndarray, class_names: list[str], scores: np.ndarray | None, *,
                     discard: set[tuple[int, int]] = frozenset(), max_score: float | None = None,
-                    discard_fraction: float | None = None) -> list[str]:
+                    discard_fraction: float | None = None, copies: np.ndarray | None = None,
+                    copies_source: str = "") -> list[str]:
     """Why each image is discarded ("" keeps it); several reasons are joined with "; ".
 
     Args:
         discard: (class index, cluster) pairs the reviewer discarded.
+        copies: (N,) bool, the images a ``medsyn audit`` flagged as copies of training images.
+        copies_source: the audit folder, named in their reason.
         max_score: discard images scoring above this.
         discard_fraction: discard this fraction of each class, highest scores first.
     """
@@ -196,5 +199,8 @@ def discard_reasons(labels: np.ndarray, clusters: np.ndarray, class_names: list[
             worst = members[np.argsort(-scores[members], kind="stable")][:math.floor(discard_fraction * len(members) + 0.5)]
             for i in worst:
                 reasons[i].append(f"score {scores[i]:.2f} in the highest {discard_fraction:.0%} of class {name}")
+    if copies is not None:
+        for i in np.flatnonzero(copies):
+            reasons[i].append(f"copy of a training image (audit {copies_source})")
     return ["; ".join(r) for r in reasons]
 

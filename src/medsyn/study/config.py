@@ -111,6 +111,15 @@ class FidSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    """``medsyn audit`` of every generator's synthetic set on every fold: copies of the fold's training
+    images (calibrated on its test images) and how well they give away who was in training."""
+
+    enabled: bool = True
+    max_images: int = 2000  # synthetic images audited per generator and fold
+
+
+@dataclass(frozen=True)
 class QuickSection:
     """--quick: the same protocol with every budget shrunk, to finish in minutes on a CPU."""
 
@@ -136,6 +145,7 @@ class StudyConfig:
     volumes: tuple[float, ...] = (1.0,)  # synthetic images per class, as a multiple of that class's real count
     seeds: tuple[int, ...] = (0,)
     fid: FidSection = FidSection()
+    audit: AuditSection = AuditSection()
     quick: QuickSection = QuickSection()
     tsne: bool = True
     device: str = "auto"
@@ -253,6 +263,7 @@ def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -
         "classifiers": _list_of(raw.get("classifiers"), ClassifierSection, "classifiers"),
         "classic": _classic_section(raw.get("classic")),
         "fid": _section(raw.get("fid"), FidSection, "fid"),
+        "audit": _section(raw.get("audit"), AuditSection, "audit"),
         "quick": _section(raw.get("quick"), QuickSection, "quick"),
         "base_dir": str(base_dir),
     }

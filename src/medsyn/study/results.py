@@ -13,6 +13,7 @@ import numpy as np
 
 from medsyn import atomic
 from medsyn.study.config import to_plain
+from medsyn.study.audit import audit_rows
 from medsyn.study.store import write_json_atomic
 
 TABLE_METRICS = ("accuracy", "precision", "recall", "auc")  # the U-Net paper's Table III columns
@@ -169,9 +170,10 @@ def assemble_results(runner) -> dict:
                  "folds": [{"train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in runner.folds]},
         "arms": arm_rows, "mcnemar": mcnemar_rows, "verdicts": _verdicts(arm_rows, mcnemar_rows),
         "fid": _fid_rows(store.all("fid")), "fidelity": _fidelity_rows(real_units),
+        "audit": audit_rows(store.all("audit")),
         "classic_sweep": _classic_sweep(sweep_units, runner.chosen_copies) if cfg.classic.sweep else None,
         "figures": {"tsne": tsne, "grids": _grids(runner)},
-        "seconds": float(sum(u.get("seconds", 0) for u in [*units.values(), *store.all("fid")])),
+        "seconds": float(sum(u.get("seconds", 0) for u in [*units.values(), *store.all("fid"), *store.all("audit")])),
     }
     write_json_atomic(out / "results.json", results)
     _write_csv(out / "table_arms.csv", arm_rows, ["classifier", "label", "n_train", "n_test", *(
@@ -180,6 +182,8 @@ def assemble_results(runner) -> dict:
                                                            "statistic", "p", "p_holm"])
     _write_csv(out / "table_fid.csv", results["fid"], ["generator", "fid", "kid_mean", "kid_std", "floor_fid",
                                                         "n_real", "n_synthetic", "folds"])
+    _write_csv(out / "table_audit.csv", results["audit"], ["generator", "copies", "synthetic", "precision", "recall",
+                                                            "density", "coverage", "authenticity", "membership_auc"])
     if results["classic_sweep"]:
         _write_csv(out / "table_classic_sweep.csv", results["classic_sweep"]["rows"], [
             "classifier", "copies", "val_accuracy", "val_accuracy_per_fold", "chosen_on_folds", "test_accuracy",

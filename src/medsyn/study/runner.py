@@ -24,6 +24,7 @@ from medsyn.study.folds import (
 )
 from medsyn.study.plan import ArmSpec, arm_specs, classifier_unit_key, classifier_units_per_fold, same_generator
 from medsyn.study.store import UnitStore, check_same_study, write_json_atomic, write_study_marker
+from medsyn.study.audit import audit_unit
 from medsyn.study.sweep import accuracy, choose_copies, sweep_key
 
 
@@ -141,7 +142,8 @@ class StudyRunner:
         return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
 
     def units_total(self) -> int:
-        per_fold = sum(2 + 2 * bool(g.refiner) + int(self.cfg.fid.enabled) for g in self.cfg.generators)
+        per_fold = sum(2 + 2 * bool(g.refiner) + int(self.cfg.fid.enabled) + int(self.cfg.audit.enabled)
+                       for g in self.cfg.generators)
         return (per_fold + classifier_units_per_fold(self.cfg)) * len(self.folds)
 
     # -- run --------------------------------------------------------------------------------------
@@ -156,6 +158,8 @@ class StudyRunner:
                     self.synthetic[(gen.name, fold.index)] = self._synthetic_set(gen, fold)
                     if self.cfg.fid.enabled:
                         self._fid(gen.name, fold)
+                    if self.cfg.audit.enabled:
+                        audit_unit(self, gen.name, fold)
                 for clf in self.cfg.classifiers:
                     copies = self._classic_copies(clf, fold)
                     for seed in self.cfg.seeds:
