@@ -98,6 +98,19 @@ def _classic_sweep_section(results: dict, out: Path) -> str:
                       "test accuracy", "test AUC", "train images per fold"], rows) + figures)
 
 
+def _save_legended(fig, ax, path: Path) -> Path:
+    """Add the legend, write the figure atomically and close it (pyplot keeps every open figure
+    alive, a failed write included)."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return atomic.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
 def plot_classic_sweep(results: dict, out: Path) -> list[Path]:
     """Accuracy against classic copies, one figure per classifier: validation per fold with the
     chosen number marked, and the pooled test accuracy for information."""
@@ -124,13 +137,7 @@ def plot_classic_sweep(results: dict, out: Path) -> list[Path]:
                 label="test, pooled (not used to choose)")
         ax.set(xlabel="classic copies per real image", ylabel="accuracy", title=f"{clf}: classic augmentation sweep",
                xticks=copies)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        try:
-            written.append(atomic.write_with(out / "figures" / f"classic_sweep_{clf}.png",
-                                             lambda tmp: fig.savefig(tmp, format="png", dpi=110)))
-        finally:
-            plt.close(fig)  # pyplot keeps every open figure alive, a failed write included
+        written.append(_save_legended(fig, ax, out / "figures" / f"classic_sweep_{clf}.png"))
     return written
 
 
@@ -233,13 +240,7 @@ def plot_volume_curves(results: dict, out: Path) -> list[Path]:
             if r["volume"] is None:
                 ax.axhline(r["auc"], linestyle="--", color="grey" if r["arm"] == "real" else "black", label=r["label"])
         ax.set(xlabel="synthetic images per class (x real per-class count)", ylabel="test AUC", title=clf)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        try:
-            written.append(atomic.write_with(out / "figures" / f"volume_{clf}.png",
-                                             lambda tmp: fig.savefig(tmp, format="png", dpi=110)))
-        finally:
-            plt.close(fig)  # pyplot keeps every open figure alive, a failed write included
+        written.append(_save_legended(fig, ax, out / "figures" / f"volume_{clf}.png"))
     return written
 
 
