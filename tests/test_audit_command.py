@@ -112,9 +112,21 @@ def test_a_run_folder_is_sampled_audited_and_attacked_with_its_discriminator(sma
         np.savez(tmp_path / "breastmnist.npz", test_images=arrays["train_images"][:10],
                  test_labels=arrays["train_labels"][:10], train_images=arrays["test_images"],
                  train_labels=arrays["test_labels"])
-    with pytest.raises(DataError, match="was made from 10 of the held-out images"):
+    with pytest.raises(DataError, match="10 of its 10 images are pixel for pixel images the generator was trained on"):
         audit(tmp_path / "run", tmp_path / "refused", n=5, holdout=f"{tmp_path / 'breastmnist.npz'}:test")
     assert not (tmp_path / "refused").exists()
+    # a few held-out images that are also training images (BreastMNIST holds one scan in both splits) are
+    # left out with a warning, not counted as new images
+    with np.load(real) as arrays:
+        (tmp_path / "dup").mkdir()
+        np.savez(tmp_path / "dup" / "breastmnist.npz",
+                 test_images=np.concatenate([arrays["test_images"], arrays["train_images"][:1]]),
+                 test_labels=np.concatenate([arrays["test_labels"], arrays["train_labels"][:1]]),
+                 train_images=arrays["train_images"], train_labels=arrays["train_labels"])
+    audit(tmp_path / "run", tmp_path / "dup-audit", n=5, holdout=f"{tmp_path / 'dup' / 'breastmnist.npz'}:test")
+    record = json.loads((tmp_path / "dup-audit" / "audit.json").read_text())
+    assert record["sizes"]["held_out"] == 40
+    assert any("1 of the held-out images are pixel for pixel training images" in n for n in record["run"]["notices"])
     audit(tmp_path / "run", tmp_path / "audit", n=20)  # training images and held-out ones: the run's own
     record = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert record["sizes"]["synthetic"] == 40 and record["sizes"]["train"] == 120 and record["sizes"]["held_out"] == 40
