@@ -109,8 +109,11 @@ def _load_inputs(synthetic: str, real: str | None, holdout: str | None, n: int |
                                                                        "training images' source; --holdout to choose)"))
     if _same_split(held_spec, train_spec, train):
         raise ConfigError(f"--holdout {held_spec} is the split the generator was trained on; give images it never saw")
-    notices += _check_provenance(synthetic, records, train, held, held_spec, held_manifest)
-    held = _without_training_duplicates(held, train, notices)
+    from medsyn.provenance import image_hashes
+
+    training = set(image_hashes(train.images))  # both checks below compare against the training images
+    notices += _check_provenance(synthetic, records, training, held_spec, held_manifest)
+    held = _without_training_duplicates(held, training, notices)
     if is_run:
         syn = sample_run_side(synthetic, train, n, seed, device).images
     else:
@@ -165,8 +168,10 @@ def _default_holdout(train_spec: str, manifest: str | None, train) -> tuple[str,
     return f"{base}:test", manifest
 
 
-def _check_provenance(synthetic: str, records, train, held, held_spec: str, held_manifest: str | None) -> list[str]:
-    """Refuse SYN when any held-out image went into making it; notices say what was checked."""
+def _check_provenance(synthetic: str, records, training: set[str], held_spec: str, held_manifest: str | None
+                      ) -> list[str]:
+    """Refuse SYN when any held-out image went into making it (``training``: the training images'
+    identities); notices say what was checked."""
     from medsyn.provenance import image_hashes
 
     notices = []
@@ -185,7 +190,6 @@ def _check_provenance(synthetic: str, records, train, held, held_spec: str, held
         reread = _read(held_spec, geometry, held_manifest)
         # An image a dataset holds in both splits (BreastMNIST has one) reached the generator as a
         # training image: not a leak, but no measure of newness either (left out below).
-        training = set(image_hashes(train.images))
         shared = len(set(image_hashes(reread.images)) & set(record.image_hashes) - training)
         if shared:
             where = f" (run {record.run})" if record.run else ""
@@ -197,12 +201,11 @@ def _check_provenance(synthetic: str, records, train, held, held_spec: str, held
     return notices
 
 
-def _without_training_duplicates(held, train, notices: list[str]):
+def _without_training_duplicates(held, training: set[str], notices: list[str]):
     """The held-out set without images that are pixel for pixel training images (a dataset that holds
     a scan in two splits): the generator saw them, so they cannot say what a new image looks like."""
     from medsyn.provenance import image_hashes
 
-    training = set(image_hashes(train.images))
     new = np.array([h not in training for h in image_hashes(held.images)], dtype=bool)
     if new.all():
         return held

@@ -150,13 +150,13 @@ class GanTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         parts, stats = passes(len(batch.real), self.cfg.micro_batch), {}
         for index, rows in enumerate(parts):
-            part = batch.part(rows)
+            part, weight = batch.part(rows), weight_of(rows, len(batch.real))
             critic = self.inputs.critic(self.D_step, part, self.critic_input)
             with sync_unless_last(self.D_step, index, len(parts)):
                 with self.autocast():
                     loss_d, part_stats = self.loss.d_loss(critic, part.real, fake[rows], part.labels, context)
-                (loss_d * weight_of(rows, len(batch.real))).backward()
-            accumulate(stats, part_stats, weight_of(rows, len(batch.real)))
+                (loss_d * weight).backward()
+            accumulate(stats, part_stats, weight)
         self.opt_d.step()
         return stats
 
@@ -168,12 +168,12 @@ class GanTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         leaf, stats = detached_leaf(fake), {}
         for rows in passes(len(batch.real), self.cfg.micro_batch):
-            part = batch.part(rows)
+            part, weight = batch.part(rows), weight_of(rows, len(batch.real))
             g_critic = self.inputs.critic(self.D, part, self.critic_input)
             with self.autocast(), frozen(self.D):
                 loss_g, part_stats = self.loss.g_loss(g_critic, leaf[rows], part.labels, context)
-            (loss_g * weight_of(rows, len(batch.real))).backward()
-            accumulate(stats, part_stats, weight_of(rows, len(batch.real)))
+            (loss_g * weight).backward()
+            accumulate(stats, part_stats, weight)
         backward_through(fake, leaf)
         self.opt_g.step()
         return stats

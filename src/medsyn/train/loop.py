@@ -121,7 +121,9 @@ def fit(trainable: Trainable, on_progress: ProgressCallback | None = None) -> Tr
     start_step, started = t.step, time.perf_counter()
     last_good, values, rate, stats = t.step, {}, 0.0, {}
     stop, stopping = StopFlag(), False
-    check = lambda: finite_values(ctx.mean(stats), t.step, last_good, t.run_dir, t.divergence_hint)  # noqa: E731
+    # the step's statistics (refused when not finite) and the run's peak memory so far
+    check = lambda: {**finite_values(ctx.mean(stats), t.step, last_good, t.run_dir, t.divergence_hint),  # noqa: E731
+                     "mem_gb": peak_memory_gb(t.device)}
     try:
         with stop.installed():
             while t.step < t.total_steps and not stopping:
@@ -130,7 +132,7 @@ def fit(trainable: Trainable, on_progress: ProgressCallback | None = None) -> Tr
                 due_log = t.step % cfg.log_every == 0 or boundary
                 due_ckpt = t.step % cfg.ckpt_every == 0 or boundary
                 if due_log or due_ckpt:
-                    values = {**check(), "mem_gb": peak_memory_gb(t.device)}
+                    values = check()
                     rate = (t.step - start_step) * t.images_per_step / (time.perf_counter() - started)
                     if logger is not None:
                         logger.scalars(t.step, values, rate)
@@ -148,7 +150,7 @@ def fit(trainable: Trainable, on_progress: ProgressCallback | None = None) -> Tr
                 elif due_log:  # ranks agree at log steps only: asking every step would wait on all of them
                     stopping = ctx.any(stop.requested, t.device)
             if stopping and t.step != last_good:
-                values = {**check(), "mem_gb": peak_memory_gb(t.device)}
+                values = check()
                 state = t.state_dict()
                 if ctx.is_main:
                     save_checkpoint(t.run_dir, state)
