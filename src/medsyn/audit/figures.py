@@ -72,6 +72,9 @@ def distances_png(path: Path, result: AuditResult) -> Path:
         ax.hist(held, bins=bins, alpha=0.55, label=f"held-out -> train ({len(held)})")
         ax.axvline(max(space.threshold, FLOOR), color="#a31515", linestyle="--",
                    label=f"held-out 1st percentile {space.threshold:.4g}")
+        if space.space == "pixels":  # the copy rule decides in pixels only
+            ax.axvline(max(space.copy_threshold, FLOOR), color="#a31515", linestyle=":",
+                       label=f"copies: under half of it, {space.copy_threshold:.4g}")
         ax.set_xscale("log")
         kind = "1 - correlation at the best flip and shift" if space.space == "pixels" else "Euclidean distance"
         ax.set_title(f"{space.space}: distance to the nearest training image", fontsize=8)

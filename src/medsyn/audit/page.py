@@ -35,13 +35,15 @@ def _fidelity(result: AuditResult) -> str:
 def _memorisation(result: AuditResult) -> str:
     spaces = [result.pixels] + ([result.features] if result.features is not None else [])
     headers = ["space", "held-out 1st percentile", "held-out minimum", "held-out median", "synthetic median",
-               "synthetic below 1st percentile", "below minimum", "authenticity"]
+               "synthetic below 1st percentile (close)", "below half of it (copies in pixels)", "below minimum",
+               "authenticity"]
     rows = []
     for space in spaces:
         s = space.summary()
         rows.append([_esc(space.space), _num(s["threshold_held_out_p1"]), _num(s["held_out_minimum"]),
                      _num(s["held_out_median"]), _num(s["synthetic_median"]),
-                     f"{s['below_threshold']} ({100 * s['share_below_threshold']:.1f}%)", str(s["below_minimum"]),
+                     f"{s['below_threshold']} ({100 * s['share_below_threshold']:.1f}%)",
+                     f"{s['below_copy_threshold']} ({100 * s['share_below_copy_threshold']:.1f}%)", str(s["below_minimum"]),
                      f"{s['authenticity']:.3f}"])
     per_class = [[_esc(name), str(row["synthetic"]), str(row["copies"]), _num(100 * row["share"], 3) + "%"]
                  for name, row in result.per_class().items()]

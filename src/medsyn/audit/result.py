@@ -48,7 +48,7 @@ class AuditResult:
     @property
     def copies(self) -> np.ndarray:
         """(N,) bool: the synthetic images the copy rule flags."""
-        return self.pixels.below_threshold
+        return self.pixels.below_copy_threshold
 
     @property
     def pixel_nearest(self) -> PixelNearest:
@@ -59,7 +59,9 @@ class AuditResult:
         ``copies 0 of 2000 (0.0%), membership AUC 0.51 [0.47, 0.55] (pixels)``."""
         n, flagged = len(self.copies), int(self.copies.sum())
         attacks = ", ".join(f"{m.describe()} ({m.space})" for m in self.membership)
-        return f"copies {flagged} of {n} ({100 * flagged / n:.1f}%), membership AUC {attacks}"
+        close = int(self.pixels.below_threshold.sum()) - flagged
+        near = f", {close} more close" if close else ""
+        return f"copies {flagged} of {n} ({100 * flagged / n:.1f}%){near}, membership AUC {attacks}"
 
     def ssim_threshold(self) -> float | None:
         """The held-out 1st percentile of 1 - SSIM (reported, not part of the rule)."""
@@ -109,7 +111,8 @@ class AuditResult:
             "class_names": list(self.class_names), "seed": self.seed, "features": self.feature_name,
             "fidelity": self.fidelity, "memorisation": memorisation,
             "copies": {"count": int(self.copies.sum()), "share": float(self.copies.sum() / n),
-                       "threshold": self.pixels.threshold, "per_class": per_class_copies(self.copies, self.labels,
+                       "threshold": self.pixels.copy_threshold, "close": int(self.pixels.below_threshold.sum()),
+                       "close_threshold": self.pixels.threshold, "per_class": per_class_copies(self.copies, self.labels,
                                                                                           self.class_names),
                        "list": self.copy_rows()},
             "per_class": self.per_class(),

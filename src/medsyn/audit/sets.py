@@ -133,6 +133,6 @@ def _warnings(pixels) -> list[str]:
         return []
     return [f"warning: {duplicates} of the {len(pixels.held.distance)} held-out images are nearly identical to a "
             f"training image (pixel distance under {DUPLICATE_FRACTION:g} of the held-out median): the data's "
-            f"splits share images, so the copy threshold (held-out 1st percentile, {pixels.threshold:.4g}) flags "
+            f"splits share images, so the copy threshold (half the held-out 1st percentile, {pixels.copy_threshold:.4g}) flags "
             f"only near-exact copies and the membership AUCs lean towards 0.5; de-duplicate the held-out set "
             f"against the training set"]

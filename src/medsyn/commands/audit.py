@@ -272,6 +272,7 @@ def _print_tables(result) -> None:
                       *(fmt(row.get(m)) for m in ("precision", "recall", "density", "coverage")))
     console.print(table)
     pix = result.pixels.summary()
-    console.print(f"pixel threshold (held-out 1st percentile) {pix['threshold_held_out_p1']:.4g}; below the held-out "
-                  f"minimum: {pix['below_minimum']}; authenticity {pix['authenticity']:.3f}", highlight=False,
+    console.print(f"pixel thresholds: copies under {pix['copy_threshold']:.4g} (half the held-out 1st percentile, "
+                  f"{pix['threshold_held_out_p1']:.4g}); close (under the percentile): {pix['below_threshold']}; below "
+                  f"the held-out minimum: {pix['below_minimum']}; authenticity {pix['authenticity']:.3f}", highlight=False,
                   soft_wrap=True)

@@ -48,7 +48,7 @@ def summary(result, gen_name: str, fold: int, seconds: float) -> dict:
     overall = (result.fidelity or {}).get("overall") or {}
     return {"generator": gen_name, "fold": fold, "verdict": result.verdict(),
             "synthetic": int(len(result.copies)), "copies": int(result.copies.sum()),
-            "threshold": float(result.pixels.threshold), "authenticity": float(result.pixels.authentic.mean()),
+            "threshold": float(result.pixels.copy_threshold), "authenticity": float(result.pixels.authentic.mean()),
             "membership": [m.to_json() for m in result.membership],
             **{name: float(overall[name]) if name in overall else float("nan")
                for name in ("precision", "recall", "density", "coverage")},
