@@ -16,6 +16,7 @@ from medsyn.commands.curate import curate_command
 from medsyn.commands.fid import fid_command
 from medsyn.commands.refine import refine_command
 from medsyn.commands.study import study_command
+from medsyn.commands.vtt import vtt_app
 from medsyn.errors import ConfigError, MedsynError
 from medsyn.ui import PRESET_NAMES, console, out_console, progress as _progress, say
 
@@ -23,6 +24,7 @@ app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Inspect data sources and make the built-in phantom dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(vtt_app, name="vtt")
 
 
 def _slices(text: Optional[str]) -> tuple[int, int] | None:

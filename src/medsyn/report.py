@@ -14,7 +14,6 @@ import yaml
 
 from medsyn import atomic
 from medsyn.metrics.classification import one_class_warning
-from medsyn.metrics.fid import kid_subsets_differ
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -167,6 +166,8 @@ def _mcnemar_section(results: dict) -> str:
 
 def _kid_text(row: dict) -> str:
     """KID with its spread over subsets, or without one when every subset was the whole sets."""
+    from medsyn.metrics.fid import kid_subsets_differ  # here: medsyn.metrics.fid loads torch, which pages need not
+
     if kid_subsets_differ(row["n_real"], row["n_synthetic"]):
         return f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}"
     return f"{row['kid_mean']:.4f} (whole sets)"

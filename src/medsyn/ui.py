@@ -10,9 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # to print help); tests/test_cli.py checks this against the registry.
 PRESET_NAMES = "liver-lesion | brain-mri | retina | pggan-crop"
 
-console = Console(stderr=True, soft_wrap=True)  # notices, progress and errors: keeps stdout clean for results
+# emoji=False: a spec such as "x.npz:train: ..." would otherwise print as "x.npz🚋 ..."
+console = Console(stderr=True, soft_wrap=True, emoji=False)  # notices, progress and errors: stdout stays for results
 # soft_wrap: a line is never broken at the terminal width, so a log file or grep gets it whole
-out_console = Console(soft_wrap=True)
+out_console = Console(soft_wrap=True, emoji=False)
 
 
 def say(notices) -> None:

@@ -1,0 +1,1 @@
+"""Visual Turing Test: a reader study of real and synthetic images (create, invite, serve, report)."""
