@@ -39,7 +39,7 @@ def create(
 @vtt_app.command("invite")
 def invite(
     study: Path = typer.Argument(..., help="Study folder made by `medsyn vtt create`."),
-    raters: Optional[List[str]] = typer.Option(None, "--raters", help="Rater names, one secret link each: --raters alice,bob or --raters alice --raters bob. Without it, only a new admin link (the old one stops working)."),
+    raters: Optional[List[str]] = typer.Option(None, "--raters", help="Rater names, one secret link each: --raters alice,bob or --raters alice --raters bob. Default: none, which prints only a new admin link (the old one stops working)."),
     base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help="Where raters will reach `medsyn vtt serve` (printed links start with it)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seeds each rater's image order (default: the study's seed)."),
 ):
