@@ -100,6 +100,11 @@ class TrainConfig:
     spectral_norm: bool = only_for(False, "gan", "refiner")  # spectral normalisation of the discriminator's weights (Miyato et al. 2018)
     # refiners (brain-MRI paper, Tables 2 and 3)
     lr_halve_every: int | None = only_for(None, "refiner")  # halve both lrs every N steps (UNIT/MUNIT: every 20k of 100k)
+    # Activation checkpointing of the translator's residual blocks: the forward keeps each block's
+    # input only and the backward runs the block again for the rest, so a step holds one block's
+    # activations instead of all of them, for one more forward of the blocks. The same update
+    # (batch norm's running statistics are not updated twice); the model's default says where it is on.
+    recompute_blocks: bool = only_for(False, "refiner")
     pretrain_steps: int = only_for(0, "simgan")  # SimGAN: first refiner steps on the self-regulariser alone (paper: 500)
     refiner_steps: int = only_for(1, "simgan")  # SimGAN: refiner updates per discriminator update (paper: 5)
     history_size: int = only_for(0, "simgan")  # SimGAN: refined images kept for the discriminator (0 = no history buffer)

@@ -11,15 +11,21 @@ and its "discriminator" is whatever module(s) the family's objective judges with
 objective (``RefinerSpec.objective``) says which updates a step makes, in which order
 (``phases``), and computes each one's loss (``loss``); like the generator GANs' loss objects it
 never touches an optimiser: the trainer (medsyn.train.refiner) owns the optimisers and steps them.
+
+``recompute_blocks`` (activation checkpointing): a translator's residual blocks keep only their
+inputs during the forward and run again in the backward to get the rest, so a step holds one
+block's activations at a time instead of every block's, for one more forward of the blocks.
 """
 from __future__ import annotations
 
 import abc
+import contextlib
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from medsyn.config import TrainConfig
 
@@ -80,3 +86,47 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = x + self.body(x)
         return torch.relu(out) if self.relu_after else out
+
+
+def set_recompute_blocks(translator: nn.Module, on: bool) -> None:
+    """Turn ``recompute_blocks`` on or off in every part of ``translator`` that has residual blocks."""
+    for module in translator.modules():
+        if hasattr(module, "recompute_blocks"):
+            module.recompute_blocks = on
+
+
+def recomputing(module: nn.Module) -> bool:
+    """Whether ``module``'s blocks are to be recomputed in this forward: asked for, and a training
+    forward whose backward will follow (previews and ``medsyn refine`` keep no activations anyway)."""
+    return module.recompute_blocks and module.training and torch.is_grad_enabled()
+
+
+@contextlib.contextmanager
+def buffers_kept(module: nn.Module) -> Iterator[None]:
+    """``module``'s buffers as they were on entry, whatever runs inside: a recomputed training
+    forward must not update batch norm's running statistics (and its batch count) a second time."""
+    saved = [buffer.clone() for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(module.buffers(), saved):
+                buffer.copy_(value)
+
+
+def recomputed(function: Callable[..., Tensor], *inputs: Any, state: nn.Module) -> Tensor:
+    """``function(*inputs)`` keeping only its inputs for the backward, which runs it again.
+
+    The recomputation draws the forward's random numbers again (``preserve_rng_state``) and leaves
+    the buffers of ``state`` (the modules ``function`` runs) as the forward left them, so
+    parameters, gradients and running statistics are those of the plain forward.
+    """
+    return checkpoint(function, *inputs, use_reentrant=False, preserve_rng_state=True,
+                      context_fn=lambda: (contextlib.nullcontext(), buffers_kept(state)))
+
+
+def run_layers(layers: Iterable[nn.Module], x: Tensor, recompute: bool) -> Tensor:
+    """``x`` through ``layers`` in order; with ``recompute``, every ResBlock is ``recomputed``."""
+    for layer in layers:
+        x = recomputed(layer, x, state=layer) if recompute and isinstance(layer, ResBlock) else layer(x)
+    return x

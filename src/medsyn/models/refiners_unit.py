@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from medsyn.models.base import Conditioning, ImageSpec, NetOptions, RefinerSpec, frozen, register
 from medsyn.models.layers import scale_channels
-from medsyn.models.refiners_base import Phase, RefinerObjective, ResBlock
+from medsyn.models.refiners_base import Phase, RefinerObjective, ResBlock, recomputed, recomputing, run_layers
 from medsyn.models.refiners_perceptual import OFF_NOTICE, PerceptualLoss, load_vgg19_features
 from medsyn.models.refiners_simgan import BRAIN_PAPER
 
@@ -63,6 +63,8 @@ class AdaptiveInstanceNorm(nn.Module):
 
 
 class ContentEncoder(nn.Sequential):
+    recompute_blocks = False  # set from the config (refiners_base.set_recompute_blocks)
+
     def __init__(self, channels: int, width: int):
         layers = [conv_block(channels, width, 7, 1, instance_norm(width), nn.ReLU(inplace=True))]
         for _ in range(DOWNSAMPLINGS):
@@ -71,6 +73,9 @@ class ContentEncoder(nn.Sequential):
         layers += [ResBlock(width, instance_norm, padding_mode="reflect") for _ in range(RES_BLOCKS)]
         super().__init__(*layers)
         self.out_channels = width
+
+    def forward(self, images: Tensor) -> Tensor:
+        return run_layers(self, images, recomputing(self))
 
 
 class StyleEncoder(nn.Sequential):
@@ -86,6 +91,8 @@ class StyleEncoder(nn.Sequential):
 
 
 class Decoder(nn.Module):
+    recompute_blocks = False  # set from the config (refiners_base.set_recompute_blocks)
+
     def __init__(self, width: int, channels: int, style_dim: int, mlp_dim: int = MLP_DIM):
         super().__init__()
         norm = AdaptiveInstanceNorm if style_dim else instance_norm
@@ -104,11 +111,25 @@ class Decoder(nn.Module):
                                      nn.ReLU(inplace=True), nn.Linear(mlp_dim, n_params))
 
     def forward(self, content: Tensor, style: Tensor | None) -> Tensor:
-        if self.mlp is not None:
-            params = self.mlp(style)
-            for module in self.adain:
-                module.params, params = params[:, : 2 * module.channels], params[:, 2 * module.channels:]
-        return self.up(self.blocks(content))
+        params = self.mlp(style) if self.mlp is not None else None
+        recompute, x = recomputing(self), content
+        for block in self.blocks:
+            norms = [m for m in block.modules() if isinstance(m, AdaptiveInstanceNorm)]
+            own = None
+            if params is not None:  # this block's slice of the MLP's output, in the order of self.adain
+                width = sum(2 * m.channels for m in norms)
+                own, params = params[:, :width], params[:, width:]
+            x = recomputed(styled, block, norms, x, own, state=block) if recompute else styled(block, norms, x, own)
+        return self.up(x)
+
+
+def styled(block: nn.Module, norms: list[AdaptiveInstanceNorm], x: Tensor, params: Tensor | None) -> Tensor:
+    """``block(x)`` with its AdaIN shifts and scales set from ``params`` first. The decoder runs once
+    per stream and each run sets them anew, so a recomputation in the backward must set its own run's
+    again: they are an input of the recomputed function, not state read when it runs."""
+    for module in norms:
+        module.params, params = params[:, : 2 * module.channels], params[:, 2 * module.channels:]
+    return block(x)
 
 
 class DomainAutoencoder(nn.Module):
@@ -300,5 +321,6 @@ register(RefinerSpec(
     conditioning=Conditioning.OPTIONAL,
     build_generator=lambda spec, options: Translator(spec, options, style_dim=STYLE_DIM),
     build_discriminator=DomainCritics,
-    train_defaults=UNIT_DEFAULTS,
+    # recompute_blocks: 6.33 GB at PGGAN's 256x256 and 5.56 GB at 224 without, 5.22 and 4.64 GB with (bench/train_memory.py)
+    train_defaults={**UNIT_DEFAULTS, "recompute_blocks": True},
 ))

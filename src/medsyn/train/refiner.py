@@ -22,7 +22,7 @@ from medsyn.config import Optimizer, TrainConfig, to_dict
 from medsyn.data.types import LabeledImages
 from medsyn.errors import RunError
 from medsyn.models.base import ImageSpec, NetOptions, RefinerSpec
-from medsyn.models.refiners_base import Phase, RefinerObjective
+from medsyn.models.refiners_base import Phase, RefinerObjective, set_recompute_blocks
 from medsyn.train.batches import BatchSource, step_seed
 from medsyn.train.checkpoint import rng_state, set_rng_state
 from medsyn.train.distributed import SINGLE, from_environment
@@ -107,6 +107,7 @@ def build_group(spec: RefinerSpec, cfg: TrainConfig, size: int, channels: int, d
     """A refiner's networks (on ``device``), objective and optimisers, built from the run's config."""
     net_spec, options = refiner_image_spec(size, channels), net_options(cfg)
     translator = spec.build_generator(net_spec, options)
+    set_recompute_blocks(translator, cfg.recompute_blocks)
     discriminator = spec.build_discriminator(net_spec, options)
     if cfg.spectral_norm:
         apply_spectral_norm(discriminator)

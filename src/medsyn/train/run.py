@@ -28,7 +28,7 @@ from medsyn.train.refiner import RefinerTrainer
 from medsyn.train.setup import resolve_config
 
 # keys a resumed run may change: they say how long and where it runs, not what it learns
-RESUMABLE_KEYS = {"steps", "epochs", "device", "log_every", "ckpt_every", "grid_every", "amp"}
+RESUMABLE_KEYS = {"steps", "epochs", "device", "log_every", "ckpt_every", "grid_every", "amp", "recompute_blocks"}
 
 
 @dataclass(frozen=True)
