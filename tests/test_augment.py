@@ -195,6 +195,25 @@ def test_retina_always_flips_vertically_and_sometimes_horizontally():
     assert hflipped == pytest.approx(0.1, abs=0.02)
 
 
+def test_upright_never_flips_up_down_and_flips_left_right_half_the_time():
+    """Chest X-rays and ultrasound have a top: the upright preset keeps it there, unlike brain-mri."""
+    size, n = 32, 2000
+    ys, xs = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
+    image = (0.2 + 0.5 * ys + 0.2 * xs).expand(n, 1, size, size)
+
+    def flips(name: str) -> tuple[float, float]:
+        out = build_preset(name, size)(image, generator=gen(3))[:, 0]
+        # centre rows and columns: the rotation (<= 10 degrees), shift and black fill touch the border
+        rows, cols = out[:, 8:24, 8:24].mean(-1), out[:, 8:24, 8:24].mean(-2)
+        up_down = (rows[:, -1] < rows[:, 0]).float().mean().item()
+        left_right = (cols[:, -1] < cols[:, 0]).float().mean().item()
+        return up_down, left_right
+
+    upright, brain = flips("upright"), flips("brain-mri")
+    assert upright[0] == 0.0 and upright[1] == pytest.approx(0.5, abs=0.04)
+    assert brain[0] == pytest.approx(0.5, abs=0.04)  # the preset it derives from does flip
+
+
 def test_retina_colour_matches_torchvision_definitions_within_range():
     preset = build_preset("retina", 28)
     images = textured(8, 3, 28, seed=4)

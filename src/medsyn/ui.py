@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # The classic-augmentation presets, for --help texts (importing medsyn.augment would load torch just
 # to print help); tests/test_cli.py checks this against the registry.
-PRESET_NAMES = "liver-lesion | brain-mri | retina | pggan-crop"
+PRESET_NAMES = "liver-lesion | brain-mri | upright | retina | pggan-crop"
 
 # emoji=False: a spec such as "x.npz:train: ..." would otherwise print as "x.npz🚋 ..."
 console = Console(stderr=True, soft_wrap=True, emoji=False)  # notices, progress and errors: stdout stays for results

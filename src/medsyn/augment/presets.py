@@ -32,6 +32,7 @@ class PresetName(StrEnum):
     LIVER_LESION = "liver-lesion"  # Frid-Adar et al., liver lesion ROIs (CT), section III-A
     BRAIN_MRI = "brain-mri"  # Han et al., brain MRI, the "classic DA" of the PGGAN study
     RETINA = "retina"  # retina fundus paper, "Classic Data Augmentation"
+    UPRIGHT = "upright"  # brain-mri's without up-down flips, for images with a top (X-rays, ultrasound)
 
 
 class Fill(StrEnum):
@@ -309,17 +310,29 @@ class BrainMRIAugment(BatchAugment):
     MAX_SHIFT = 0.08  # fraction of the side
     MAX_SHEAR = 0.08  # shear factor (tan of the shear angle)
     MAX_ZOOM = 0.08  # magnification in [1 - 0.08, 1 + 0.08]
+    P_HFLIP, P_VFLIP = 0.5, 0.5
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> AugmentParams:
         angle = _uniform((n,), -self.MAX_ROTATION_DEG, self.MAX_ROTATION_DEG, generator)
         shift = _uniform((n, 2), -self.MAX_SHIFT, self.MAX_SHIFT, generator) * self.image_size
         shear = _uniform((n,), -self.MAX_SHEAR, self.MAX_SHEAR, generator)
         zoom = _uniform((n, 2), 1.0 - self.MAX_ZOOM, 1.0 + self.MAX_ZOOM, generator)
-        hflip, vflip = _coin(n, 0.5, generator), _coin(n, 0.5, generator)
+        hflip, vflip = _coin(n, self.P_HFLIP, generator), _coin(n, self.P_VFLIP, generator)
         forward = (
             _translation(shift, self.image_size) @ _rotation(angle) @ _shear_x(shear) @ _zoom(zoom[:, 0], zoom[:, 1])
         )
         return AugmentParams(matrix=_grid_theta(forward), hflip=hflip, vflip=vflip)
+
+
+class UprightAugment(BrainMRIAugment):
+    """Images with a fixed top (chest X-rays, breast ultrasound: skin and transducer at the top):
+    the brain-MRI preset's rotation up to 10 degrees, shift, shear and zoom up to 8% and left-right
+    flips, never an up-down flip, which would put the lungs under the diaphragm or the skin band at
+    the bottom, images no scanner makes. No paper of medsyn's names it; the MedMNIST studies'
+    classic arms use it."""
+
+    name = PresetName.UPRIGHT
+    P_VFLIP = 0.0
 
 
 # ---- retina ----------------------------------------------------------------------------------
@@ -353,7 +366,7 @@ class RetinaAugment(BatchAugment):
 # ---- registry --------------------------------------------------------------------------------
 
 PRESETS: Registry[type[BatchAugment]] = Registry("augmentation preset")
-for _cls in (LiverLesionAugment, BrainMRIAugment, RetinaAugment):
+for _cls in (LiverLesionAugment, BrainMRIAugment, UprightAugment, RetinaAugment):
     PRESETS.register(str(_cls.name), _cls)
 
 
