@@ -147,19 +147,28 @@ def classify(data: str, *, classifier: str = "lesion-cnn", synthetic: str | None
     return {"arm": arm.value, "n_train": len(train_set), "n_test": len(test), **report, "classifier": trained}
 
 
-def run_study(config: str | Path, out: str | Path, quick: bool = False, device: str | None = None) -> dict[str, Any]:
+def run_study(config: str | Path, out: str | Path, quick: bool = False, device: str | None = None,
+              jobs: int | None = None, address: str | None = None, budget: str = "full") -> dict[str, Any]:
     """Run (or resume) a study YAML as ``medsyn study`` does; returns results.json's content and
-    writes report.html beside it."""
+    writes report.html beside it. ``budget`` is ``--budget`` ("full", "standard", "quick"; ``quick=True``
+    is "quick"). ``jobs`` and ``address`` run its units as Ray tasks, as ``--jobs`` and ``--address``
+    do (``medsyn.study.parallel``)."""
     import dataclasses
 
     from medsyn.report import write_report
     from medsyn.study import StudyRunner, load_study
+    from medsyn.study.parallel import check_jobs, run_parallel
 
-    cfg = load_study(config)
+    check_jobs(jobs)
+    parallel = address is not None or (jobs or 1) > 1
+    quick = quick or budget == "quick"
+    cfg = load_study(config, budget="full" if quick else budget)
     if device:
         cfg = dataclasses.replace(cfg, device=device)
-    runner = StudyRunner(cfg, Path(out), quick=quick)
+    runner = StudyRunner(cfg, Path(out).resolve() if parallel else Path(out), quick=quick)
     runner.prepare()
+    if parallel:
+        run_parallel(runner, jobs, address)
     results = runner.run()
     write_report(out)
     return results

@@ -10,8 +10,15 @@ from medsyn.config import build_config, check_keys, load_yaml
 from medsyn.errors import ConfigError
 from medsyn.evaluate.arms import Arm
 
-ARMS = tuple(Arm)  # the brain-MRI paper's four training sets, all by default
+ARMS = (Arm.REAL, Arm.CLASSIC, Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC)  # the brain-MRI paper's four; tstr is listed by hand
 SPLIT_KINDS = ("source", "patient", "kfold")
+# The study as written is its ``full`` budget (the papers' lengths, for a GPU); ``quick`` is its
+# ``quick:`` section applied by the runner; a ``budgets:`` mapping adds named ones (``standard``:
+# classifiers converged and generators at the quality targets within about 2 hours on a 2-core CPU).
+FULL, QUICK = "full", "quick"
+# what a budget may replace: everything but what names the study, its data and its split
+BUDGET_KEYS = ("generators", "classifiers", "classic", "arms", "volumes", "seeds", "generator_seeds", "fid", "audit",
+               "tsne", "device")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class GeneratorSection:
     name: str  # label used in tables and folder names
     model: str | None = None  # a registered generator (`medsyn models`), trained here on each fold's training images
     run: str | None = None  # or an already trained run folder (only with a single split)
+    # or a shipped recipe (`small-data`: medsyn's recommended one); its model and settings, under ``set``
+    recipe: str | None = None
     per_class: bool | None = None  # one generator per class; None: the model's default (dcgan: per class, as its paper)
     steps: int = 2000
     set: dict = field(default_factory=dict)  # TrainConfig overrides (width, batch, lr_g, ...)
@@ -49,8 +58,17 @@ class GeneratorSection:
     refiner_set: dict = field(default_factory=dict)  # TrainConfig overrides of the refiner
 
     def __post_init__(self) -> None:
-        if (self.model is None) == (self.run is None):
-            raise ConfigError(f"generator {self.name!r}: give exactly one of model (train here) or run (load)")
+        recipe_model = None
+        if self.recipe is not None:
+            from medsyn.recipes import load_recipe
+
+            recipe_model = load_recipe(self.recipe)["model"]  # an unknown recipe fails here
+        # a recipe fills in its model (so replace() and a resolved config that carry both are accepted)
+        model = None if self.model == recipe_model else self.model
+        if sum(x is not None for x in (model, self.run, self.recipe)) != 1:
+            raise ConfigError(f"generator {self.name!r}: give exactly one of model or recipe (train here) or run (load)")
+        if recipe_model is not None:
+            object.__setattr__(self, "model", recipe_model)
         if self.refiner is not None:
             from medsyn.models import MODELS
             from medsyn.models.base import Role
@@ -58,6 +76,13 @@ class GeneratorSection:
             if MODELS.get(self.refiner).role is not Role.REFINER:
                 raise ConfigError(f"generator {self.name!r}: refiner {self.refiner!r} is a generator, not a refiner "
                                   "(simgan, unit, munit)")
+
+    @property
+    def recipe_settings(self) -> dict:
+        """The recipe's training settings (without its model), which ``set`` overrides."""
+        from medsyn.recipes import load_recipe
+
+        return {k: v for k, v in load_recipe(self.recipe).items() if k != "model"} if self.recipe else {}
 
 
 @dataclass(frozen=True)
@@ -148,8 +173,12 @@ class StudyConfig:
     audit: AuditSection = AuditSection()
     quick: QuickSection = QuickSection()
     tsne: bool = True
+    # Train every generator once per seed (classifier seed s adds generator seed s's samples), so the
+    # spread over seeds is the generators' too; off, one generator per fold serves every seed.
+    generator_seeds: bool = False
     device: str = "auto"
     base_dir: str = "."  # folder of the YAML (relative data paths start here); set by load_study
+    budget: str = FULL  # which of the YAML's budgets this is (its ``budgets:`` section); set by load_study
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arms", tuple(Arm.parse(a) for a in self.arms))
@@ -168,6 +197,9 @@ class StudyConfig:
         names = [g.name for g in self.generators]
         if len(set(names)) != len(names):
             raise ConfigError(f"generators: names must be unique, got {names}")
+        if self.generator_seeds and any(g.run for g in self.generators):
+            raise ConfigError("generator_seeds trains every generator once per seed; a loaded run (run:) is one "
+                              "generator: give model: or recipe: instead")
         if self.split.kind == "kfold" and any(g.run for g in self.generators):
             raise ConfigError("a loaded generator run cannot serve k folds (it saw other folds' test images); "
                               "give model: to train one per fold")
@@ -251,10 +283,56 @@ def _scalars(values: Any, kind: type, where: str) -> tuple:
         raise ConfigError(f"{where}: expected a list of {kind.__name__}, got {values!r}") from None
 
 
-def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -> StudyConfig:
+def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study", budget: str = FULL) -> StudyConfig:
+    """The study ``raw`` describes at ``budget``: "full" (as written), or a name in its ``budgets:``
+    whose keys replace the study's top-level ones. Every budget is checked, whichever is chosen,
+    so a mistake in one fails on any run. ("quick" is the runner's: load "full" and pass quick=True.)"""
+    raw = dict(raw)
+    budgets = _budgets(raw.pop("budgets", None), where)
+    if budget != FULL and budget not in budgets:
+        known = ", ".join([FULL, QUICK, *budgets])
+        raise ConfigError(f"{where}: no budget {budget!r}; this study has {known} (add it under budgets:)")
+    for name in budgets:
+        if name != budget:
+            _budget_study(raw, budgets, base_dir, where, name)
+    return _budget_study(raw, budgets, base_dir, where, budget)
+
+
+def _budget_study(raw: dict[str, Any], budgets: dict[str, dict], base_dir: Path, where: str, name: str) -> StudyConfig:
+    if name == FULL:
+        return _study(raw, base_dir, where, name)
+    try:
+        return _study({**raw, **budgets[name]}, base_dir, where, name)
+    except ConfigError as err:  # which budget: the same key may be right in the study and wrong in the budget
+        raise ConfigError(f"{where}: budgets.{name}: {str(err).removeprefix(where + ': ')}") from None
+
+
+def _budgets(values: Any, where: str) -> dict[str, dict]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise ConfigError(f"{where}: budgets: expected a mapping of budget name to a mapping of study keys")
+    for name, overlay in values.items():
+        if name in (FULL, QUICK):
+            raise ConfigError(f"{where}: budgets.{name}: {name} is built in (the study as written"
+                              f"{'' if name == FULL else ', shrunk by its quick: section'}); name the budget otherwise")
+        extra = sorted(set(overlay) - set(BUDGET_KEYS))
+        if extra:
+            import difflib
+
+            hint = difflib.get_close_matches(extra[0], BUDGET_KEYS, n=1)
+            raise ConfigError(f"{where}: budgets.{name}: cannot set {', '.join(extra)}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; a budget replaces only {', '.join(BUDGET_KEYS)}")
+    return {str(k): v for k, v in values.items()}
+
+
+def _study(raw: dict[str, Any], base_dir: Path, where: str, budget: str) -> StudyConfig:
     check_keys(raw, StudyConfig, where)
-    if "base_dir" in raw:
-        raise ConfigError(f"{where}: base_dir is set by medsyn, not in the YAML")
+    for key in ("base_dir", "budget"):
+        if key in raw:
+            raise ConfigError(f"{where}: {key} is set by medsyn, not in the YAML"
+                              + (" (choose one with --budget; define them under budgets:)" if key == "budget" else ""))
     kwargs: dict[str, Any] = {
         "name": str(raw.get("name") or Path(where).stem),
         "data": _section(raw.get("data"), DataSection, "data"),
@@ -266,11 +344,12 @@ def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -
         "audit": _section(raw.get("audit"), AuditSection, "audit"),
         "quick": _section(raw.get("quick"), QuickSection, "quick"),
         "base_dir": str(base_dir),
+        "budget": budget,
     }
     for key, kind in (("arms", str), ("volumes", float), ("seeds", int)):
         if key in raw:
             kwargs[key] = _scalars(raw[key], kind, key)
-    for key in ("tsne", "device"):
+    for key in ("tsne", "generator_seeds", "device"):
         if key in raw:
             kwargs[key] = build_config({key: raw[key]}, cls=_Flags, where=where).__dict__[key]
     return StudyConfig(**kwargs)
@@ -279,13 +358,15 @@ def study_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "study") -
 @dataclass(frozen=True)
 class _Flags:
     tsne: bool = True
+    generator_seeds: bool = False
     device: str = "auto"
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read and check a study YAML; relative data paths are taken from the YAML's folder."""
+def load_study(path: str | Path, budget: str = FULL) -> StudyConfig:
+    """Read and check a study YAML at ``budget`` (see study_from_dict); relative data paths are taken
+    from the YAML's folder."""
     path = Path(path)
-    return study_from_dict(load_yaml(path), path.resolve().parent, where=str(path))
+    return study_from_dict(load_yaml(path), path.resolve().parent, where=str(path), budget=budget)
 
 
 def to_plain(cfg: StudyConfig) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def classifier_units_per_fold(cfg: StudyConfig) -> int:
 
 def same_generator(a, b) -> bool:
     """Whether two generator entries train (or load) the same generator on each fold; their refiners may differ."""
-    fields = ("model", "run", "per_class", "steps", "set")
+    fields = ("model", "recipe", "run", "per_class", "steps", "set")
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 

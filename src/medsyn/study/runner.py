@@ -3,28 +3,22 @@ With a list of classic copies, each classifier first sweeps them on the fold (me
 
 Every unit (a GAN run, a sample set, an FID, one classifier on one arm) lands on disk atomically the
 moment it finishes, and a rerun skips it, so a crash or Ctrl-C loses only the unit in progress.
+``--jobs`` runs the units as Ray tasks (medsyn.study.parallel), each through the methods here.
 """
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from medsyn.data import load_source
 from medsyn.data.types import LabeledImages
 from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
-from medsyn.study.folds import (
-    Fold, check_run_held_out, join_sets, load_study_data, make_folds, split_notices, take_rows, write_fold_npz,
-)
-from medsyn.study.plan import ArmSpec, arm_specs, classifier_unit_key, classifier_units_per_fold, same_generator
-from medsyn.study.store import UnitStore, check_same_study, write_json_atomic, write_study_marker
-from medsyn.study.audit import audit_unit
+from medsyn.study.folds import Fold, check_run_held_out, load_study_data, make_folds, split_notices
+from medsyn.study.plan import ArmSpec, arm_specs, classifier_unit_key, classifier_units_per_fold
+from medsyn.study.store import UnitStore, check_same_study, write_study_marker
+from medsyn.study.generators import GeneratorUnits
 from medsyn.study.sweep import accuracy, choose_copies, sweep_key
 
 
@@ -35,18 +29,19 @@ class StudyInterrupted(Exception):
 Event = Callable[[str], None]
 
 
-class StudyRunner:
+class StudyRunner(GeneratorUnits):
     """Runs every unit of a study that is not on disk yet. ``on_unit`` is told each unit as it starts."""
 
     def __init__(self, cfg: StudyConfig, out: Path, quick: bool = False, on_unit: Event | None = None,
                  on_progress: Callable | None = None):
         self.cfg, self.out, self.quick = (cfg.with_quick() if quick else cfg), Path(out), quick
+        self.given_cfg = cfg  # as given, before --quick: what a parallel run's workers rebuild the runner from
         self.store = UnitStore(self.out)
         self.on_unit = on_unit or (lambda text: None)
         self.on_progress = on_progress  # (kind, done, total, info) for the inner progress of long units
         self.data: LabeledImages | None = None
         self.folds: list[Fold] = []
-        self.synthetic: dict[tuple[str, int], LabeledImages] = {}
+        self.synthetic: dict[tuple[str, str], LabeledImages] = {}  # (entry, slot) -> its synthetic set
         self.arm_unit_keys: list[str] = []  # this plan's classifier units, in run order: what results gather
         self.sweep_unit_keys: list[str] = []
         self.chosen_copies: dict[tuple[str, int], int] = {}  # (classifier, fold) -> classic copies chosen on val
@@ -86,7 +81,13 @@ class StudyRunner:
                                 "number of copies, on validation images only; give more images per class")
 
     def _check_same_study(self) -> None:
-        resolved = {k: v for k, v in to_plain(self.cfg).items() if k != "base_dir"}
+        # the budget's name is not compared: what it sets is, and older folders have no name
+        resolved = {k: v for k, v in to_plain(self.cfg).items() if k not in ("base_dir", "budget")}
+        # entries without a recipe compare as they did before recipes existed, so older folders resume
+        resolved["generators"] = [{k: v for k, v in g.items() if k != "recipe" or v is not None}
+                                  for g in resolved["generators"]]
+        if not resolved["generator_seeds"]:  # likewise for studies with one generator per fold
+            del resolved["generator_seeds"]
         resolved["quick_mode"] = self.quick
         check_same_study(self.out, resolved)
         self._resolved = resolved
@@ -129,7 +130,7 @@ class StudyRunner:
 
     def _generator_settings(self, gen) -> dict:
         chosen = {} if gen.per_class is None else {"per_class": gen.per_class}
-        return {"model": gen.model, **chosen, **gen.set}
+        return {"model": gen.model, **gen.recipe_settings, **chosen, **gen.set}
 
     def _refiner_settings(self, gen) -> dict:
         return {"model": gen.refiner, **gen.refiner_set}
@@ -144,7 +145,7 @@ class StudyRunner:
     def units_total(self) -> int:
         per_fold = sum(2 + 2 * bool(g.refiner) + int(self.cfg.fid.enabled) + int(self.cfg.audit.enabled)
                        for g in self.cfg.generators)
-        return (per_fold + classifier_units_per_fold(self.cfg)) * len(self.folds)
+        return (per_fold * len(self.generator_seeds()) + classifier_units_per_fold(self.cfg)) * len(self.folds)
 
     # -- run --------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -154,12 +155,7 @@ class StudyRunner:
         self.arm_unit_keys.clear(), self.sweep_unit_keys.clear()  # a second run() gathers its units afresh
         try:
             for fold in self.folds:
-                for gen in self.cfg.generators:
-                    self.synthetic[(gen.name, fold.index)] = self._synthetic_set(gen, fold)
-                    if self.cfg.fid.enabled:
-                        self._fid(gen.name, fold)
-                    if self.cfg.audit.enabled:
-                        audit_unit(self, gen.name, fold)
+                self.run_generators(fold)
                 for clf in self.cfg.classifiers:
                     copies = self._classic_copies(clf, fold)
                     for seed in self.cfg.seeds:
@@ -171,127 +167,14 @@ class StudyRunner:
 
         return assemble_results(self)
 
-    def _entry_folder(self, gen_name: str, fold_index: int) -> Path:
-        return self.out / "generators" / gen_name / f"fold{fold_index}"
-
-    def _generator_paths(self, gen, fold_index: int) -> tuple[Path, Path]:
-        """(run, samples) of the generator ``gen`` uses: the first entry's that trains the same one."""
-        base = self._entry_folder(self._trained_by(gen), fold_index)
-        return base / "run", base / "samples"
-
-    def _refiner_paths(self, gen, fold_index: int) -> tuple[Path, Path]:
-        """(refiner run, refined set) of a refiner entry: its own, never shared."""
-        base = self._entry_folder(gen.name, fold_index)
-        return base / "refiner", base / "refined"
-
-    def synthetic_folder(self, gen, fold_index: int) -> Path:
-        """Where an entry's synthetic images are (its arm's): the refined set of a refiner entry, else the samples."""
-        return self._refiner_paths(gen, fold_index)[1] if gen.refiner else self._generator_paths(gen, fold_index)[1]
-
-    def _trained_by(self, gen) -> str:
-        """The first entry that trains the same generator as ``gen``: a refiner entry such as
-        pggan+unit refines the samples of the pggan entry beside it instead of training a copy."""
-        return next(g.name for g in self.cfg.generators if same_generator(g, gen))
-
-    def _synthetic_set(self, gen, fold: Fold) -> LabeledImages:
-        """Train (or resume) the fold's generator, then sample enough images for the largest volume."""
-        from medsyn.evaluate.arms import check_compatible
-        from medsyn.sample import write_samples
-
-        run_dir, samples_dir = self._generator_paths(gen, fold.index)
-        if gen.run:
-            run_dir = Path(self._resolve(gen.run))
-        elif not self._generator_finished(run_dir, gen.steps):
-            self._train_generator(gen, fold, run_dir)
-        if not (samples_dir / "samples.npz").is_file():
-            self.on_unit(f"sample {gen.name} fold {fold.index}")
-            write_samples(run_dir, samples_dir, self._synthetic_per_class(fold), fmt="npz", seed=fold.index,
-                          device=self.cfg.device)
-        self._tick(), self._tick()  # training and sampling
-        synthetic_source = str(samples_dir / "samples.npz")
-        if gen.refiner:
-            synthetic_source = self._refined_samples(gen, fold, synthetic_source)
-        synthetic = load_source(synthetic_source)
-        check_compatible(fold.train, synthetic)
-        return synthetic
-
-    def _refined_samples(self, gen, fold: Fold, samples: str) -> str:
-        """Train (or resume) the fold's refiner on its real training images with ``samples`` as source, then refine them."""
-        from medsyn.refine import write_refined
-
-        refiner_dir, refined_dir = self._refiner_paths(gen, fold.index)
-        if not self._generator_finished(refiner_dir, gen.refiner_steps):
-            self._train_run(f"{gen.name} refiner {gen.refiner}", self._refiner_settings(gen),
-                            gen.refiner_steps, fold, refiner_dir, refine_source=samples)
-        if not (refined_dir / "manifest.csv").is_file():
-            self.on_unit(f"refine {gen.name} fold {fold.index} with {gen.refiner}")
-            write_refined(refiner_dir, samples, refined_dir, seed=fold.index, device=self.cfg.device)
-        self._tick(), self._tick()  # refiner training and refining
-        return str(refined_dir)
-
-    def _synthetic_per_class(self, fold: Fold) -> int:
-        return max(1, math.ceil(max(self.cfg.volumes) * max(fold.train.class_counts())))  # volumes multiply each class
-
-    @staticmethod
-    def _generator_finished(run_dir: Path, steps: int) -> bool:
-        import json
-
-        state = run_dir / "state.json"
-        return state.is_file() and json.loads(state.read_text()).get("step", 0) >= steps
-
-    def _train_generator(self, gen, fold: Fold, run_dir: Path) -> None:
-        self._train_run(gen.name, self._generator_settings(gen), gen.steps, fold, run_dir)
-
-    def _train_run(self, label: str, settings: dict, steps: int, fold: Fold, run_dir: Path,
-                   refine_source: str | None = None) -> None:
-        from medsyn.train.run import DataOptions, execute_run, prepare_run
-
-        data_file = write_fold_npz(fold.train, self.out / "folds" / f"fold{fold.index}_train.npz")
-        layers = self._run_layers(settings, steps)
-        resume = (run_dir / "checkpoint.pt").is_file()
-        self.on_unit(f"train {label} fold {fold.index} ({steps} steps{', resuming' if resume else ''})")
-        options = None if resume else DataOptions(str(data_file), refine_source=refine_source)
-        prepared = prepare_run(run_dir, layers, options, resume=resume)
-
-        def progress(step, total, values, rate):
-            if self.on_progress:
-                self.on_progress("gan", step, total, f"{rate:,.0f} img/s" if rate else "")
-
-        result = execute_run(prepared, progress)
-        if result.interrupted:
-            raise KeyboardInterrupt
-        _mark_finished(run_dir, result.step)
-
-    def _fid(self, gen_name: str, fold: Fold) -> None:
-        key = f"fid/{gen_name}/fold{fold.index}"
-        if self.store.has(key):
-            self._tick()
-            return
-        from medsyn.metrics.cache import FeatureCache
-        from medsyn.metrics.features import InceptionExtractor
-        from medsyn.metrics.fid import SmallSampleWarning, fid_between
-        from medsyn.train.setup import resolve_device
-
-        self.on_unit(f"FID {gen_name} fold {fold.index}")
-        started = time.perf_counter()
-        # Both FIDs use m images a side, so the small-sample bias of the score and of its floor match.
-        pool = join_sets(fold.train, fold.val)
-        m = min(self.cfg.fid.max_images, len(pool) // 2, len(self.synthetic[(gen_name, fold.index)]))
-        order = np.random.default_rng(fold.index).permutation(len(pool))
-        real, other_real = pool.subset(np.sort(order[:m])), pool.subset(np.sort(order[m:2 * m]))
-        synthetic = take_rows(self.synthetic[(gen_name, fold.index)], m, seed=fold.index)
-        extractor, device = InceptionExtractor(), resolve_device(self.cfg.device)
-        cache = FeatureCache(self.out / "cache")  # real features are shared by every generator of a fold
-        on_batch = self._image_progress("FID", 3 * m)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmallSampleWarning)  # kept as notices in the unit and the report
-            score = fid_between(real, synthetic, extractor, cache=cache, device=device, on_batch=on_batch)
-            floor = fid_between(real, other_real, extractor, cache=cache, device=device, on_batch=on_batch)
-        self.store.save(key, {"generator": gen_name, "fold": fold.index, "fid": score.fid, "kid_mean": score.kid_mean,
-                              "kid_std": score.kid_std, "n_real": score.n_a, "n_synthetic": score.n_b,
-                              "floor_fid": floor.fid, "floor_kid_mean": floor.kid_mean, "floor_n": floor.n_a,
-                              "notices": list(score.notices), "seconds": time.perf_counter() - started})
-        self._tick()
+    def run_classifier(self, clf_name: str, seed: int, fold: Fold, spec: ArmSpec) -> None:
+        """One classifier unit, its fold's generator and sweep units already on disk (a parallel run's worker)."""
+        clf = next(c for c in self.cfg.classifiers if c.name == clf_name)
+        needed = self.cfg.generators if spec.arm is Arm.REAL else [g for g in self.cfg.generators
+                                                                      if g.name == spec.generator]
+        # the real arm's diagnostics look at every synthetic set of the fold (of its seed's generators)
+        self.load_synthetic_sets(needed, fold, self.generator_seed_for(seed))
+        self._classifier_unit(clf, seed, fold, spec, self._classic_copies(clf, fold))
 
     def _classic_copies(self, clf, fold: Fold) -> int:
         """The classic copies of ``clf``'s classic arms on ``fold``: the fixed number, or the sweep's
@@ -330,7 +213,8 @@ class StudyRunner:
 
         self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}" + (f", {note}" if note else ""))
         started = time.perf_counter()
-        synthetic = self.synthetic.get((spec.generator, fold.index)) if spec.generator else None
+        synthetic = self.synthetic_set(spec.generator, fold.index, self.generator_seed_for(seed)) if spec.generator \
+            else None
         volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
         train_set = build_arm(spec.arm, fold.train, synthetic=synthetic, classic_preset=self.cfg.classic.preset,
                               classic_copies=copies, volume=volume, seed=seed)
@@ -368,13 +252,10 @@ class StudyRunner:
         """What the real-only classifier says about the synthetic sets; the t-SNE once, on fold 0."""
         from medsyn.study.diagnostics import fidelity, tsne_figures
 
-        synthetic = {gen.name: self.synthetic[(gen.name, fold.index)] for gen in self.cfg.generators}
+        gseed = self.generator_seed_for(seed)
+        synthetic = {gen.name: self.synthetic_set(gen.name, fold.index, gseed) for gen in self.cfg.generators}
         result["fidelity"] = fidelity(trained, fold, synthetic)
         if fold.index == 0 and seed == self.cfg.seeds[0] and clf.name == self.cfg.classifiers[0].name and self.cfg.tsne:
             copies = self.chosen_copies.get((clf.name, fold.index), self.cfg.classic.copies_values[0])
             path = tsne_figures(trained, fold, seed, self.cfg.classic.preset, copies, synthetic, self.out / "figures")
             result["tsne"] = str(path.relative_to(self.out))
-
-
-def _mark_finished(run_dir: Path, step: int) -> None:
-    write_json_atomic(run_dir / "state.json", {"step": step})
