@@ -155,3 +155,22 @@ def test_generator_seeds_refuse_a_loaded_run(tmp_path):
     with pytest.raises(ConfigError, match="generator_seeds trains every generator once per seed"):
         study_from_dict({**TINY, "split": {"kind": "source"}, "generator_seeds": True,
                          "generators": [{"name": "g", "run": "somewhere"}]}, tmp_path)
+
+
+def test_plan_counts_the_units_and_writes_nothing(tmp_path):
+    raw = {**RAW, "arms": ["real", "classic", "synthetic", "tstr"], "volumes": [1], "tsne": False}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = _cli(str(path), "--budget", "standard", "--plan", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "out").exists()
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("study tiny, budget standard: 2 fold(s)") and "seeds 0, 1, 2" in lines[0]
+    assert "generators: 2 runs (1 trained entries x 1 generator seed(s) x 2 fold(s)), 0 done" in lines[1]
+    # 4 arms x 3 seeds x 2 folds; each fold trains on its real images: real n, classic 2n (1 copy),
+    # synthetic 2n (volume 1), tstr n, for at most 2 epochs
+    runner = StudyRunner(study_from_dict(raw, tmp_path, budget="standard"), tmp_path / "x")
+    runner.prepare()
+    n = [len(f.train) for f in runner.folds]
+    assert f"lesion-cnn: 24 units (4 arms x 3 seed(s) x 2 fold(s)), 0 done; at most 2 epochs, " \
+           f"{sum(6 * k * 3 * 2 for k in n):,} image-epochs at most" in lines[2]

@@ -14,10 +14,13 @@ def study_command(
     config: Path = typer.Argument(..., help="Study YAML (see studies/ for the shipped ones)."),
     out: Path = typer.Option(..., "--out", help="Study folder; rerunning with the same folder skips finished work."),
     budget: str = typer.Option("full", "--budget", help="full: the study as written (the papers' lengths, for a "
-                               "GPU); standard: its budgets.standard section (converged classifiers, generators at "
-                               "the quality targets, three seeds: at most about 2 hours on a 2-core CPU); quick: "
-                               "its quick: section, a smoke test in minutes. Another name: that entry of budgets:."),
+                               "GPU); standard: its budgets.standard section (classifiers early-stopped on validation "
+                               "AUC, generators at the recipe's measured budget, three seeds; --plan shows its size); "
+                               "quick: its quick: section, a smoke test in minutes. Another name: that entry of "
+                               "budgets:."),
     quick: bool = typer.Option(False, "--quick", help="The same as --budget quick."),
+    plan: bool = typer.Option(False, "--plan", help="Print what the study would run (generator runs, classifier "
+                              "units, how many are done, image-epochs to train) and stop; nothing is written."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda (default: the YAML's)."),
     jobs: int = typer.Option(None, "--jobs", help="Run up to N units at once (generators per fold, classifiers per "
                              "arm and seed) as Ray tasks: pip install 'medsyn[parallel]'. Each gets max(1, cores // N) "
@@ -47,6 +50,14 @@ def study_command(
     cfg = load_study(config, budget="full" if quick else budget)
     if device:
         cfg = dataclasses.replace(cfg, device=device)
+    if plan:
+        from medsyn.study.plan import describe_plan
+
+        runner = StudyRunner(cfg, out, quick=quick)
+        runner.prepare()  # every check a run makes first, and nothing written
+        for line in describe_plan(runner):
+            out_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     with progress() as bar:
         units = bar.add_task("study", total=None, info="")
         inner = bar.add_task("unit", total=None, info="", visible=False)

@@ -58,3 +58,53 @@ def same_generator(a, b) -> bool:
 
 def plan_summary(cfg: StudyConfig) -> dict:
     return {"arms": [s.label for s in arm_specs(cfg)], "config": to_plain(cfg)}
+
+
+def arm_images(spec: ArmSpec, class_counts: list[int], copies: int) -> int:
+    """Training images of one arm on a fold with these real counts per class (its size, before training)."""
+    real = sum(class_counts)
+    base = real * (copies + 1) if spec.arm.uses_classic else real if spec.arm.uses_real else 0
+    if spec.arm.uses_synthetic:  # as evaluate.arms.synthetic_per_class: a multiple of each class's count
+        base += sum(max(1, round(spec.volume * n)) if n else 0 for n in class_counts)
+    return base
+
+
+def describe_plan(runner) -> list[str]:
+    """What a prepared runner's study will run, in lines for ``medsyn study --plan``: generator runs
+    and classifier units with how many are on disk, and the most image-epochs each classifier may
+    train (training images x epochs, summed over its units: divide by a measured images/s for time)."""
+    from medsyn.models.classifiers import CLASSIFIERS, resolve_classifier_config
+    from medsyn.study.parallel import plan_tasks, task_done
+
+    cfg, folds = runner.cfg, runner.folds
+    tasks = plan_tasks(runner)
+    sizes = ", ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in folds)
+    budget = "quick" if runner.quick else cfg.budget
+    lines = [f"study {cfg.name}, budget {budget}: {len(folds)} fold(s) of train/val/test {sizes}; seeds "
+             f"{', '.join(map(str, cfg.seeds))}"]
+    gen_tasks = [t for t in tasks if t.kind == "generators"]
+    if gen_tasks:
+        seeds = len(runner.generator_seeds())
+        per = "; ".join(f"{g.name}: {g.model} {g.steps} steps"
+                        + (f" + {g.refiner} {g.refiner_steps}" if g.refiner else "") for g in cfg.generators)
+        done = sum(task_done(runner, t) for t in gen_tasks)
+        lines.append(f"generators: {len(gen_tasks)} runs ({len(gen_tasks) // (len(folds) * seeds)} trained entries x "
+                     f"{seeds} generator seed(s) x {len(folds)} fold(s)), {done} done; {per}")
+    for clf in cfg.classifiers:
+        units = [t for t in tasks if t.kind in ("sweep", "classifier") and t.args[0] == clf.name]
+        done = sum(task_done(runner, t) for t in units)
+        svm = CLASSIFIERS.get(clf.name).kind == "svm"
+        epochs = 1 if svm else resolve_classifier_config(clf.name, dict(clf.set), clf.epochs).epochs
+        image_epochs = 0
+        for t in units:
+            counts = [int(n) for n in next(f for f in folds if f.index == t.fold).train.class_counts()]
+            # a sweep unit has its copies; a classic arm uses the sweep's choice, at most the largest
+            spec, copies = ((ArmSpec(Arm.CLASSIC), t.args[2]) if t.kind == "sweep"
+                            else (t.args[2], max(cfg.classic.copies_values)))
+            image_epochs += arm_images(spec, counts, copies) * epochs
+        lines.append(f"{clf.name}: {len(units)} units ({len(arm_specs(cfg))} arms x {len(cfg.seeds)} seed(s) x "
+                     f"{len(folds)} fold(s)" + (f", with the classic sweep's" if cfg.classic.sweep else "")
+                     + f"), {done} done; "
+                     + (f"one fit per C, {image_epochs:,} images" if svm
+                        else f"at most {epochs} epochs, {image_epochs:,} image-epochs at most"))
+    return lines
