@@ -217,7 +217,10 @@ def run_parallel(runner, jobs: int | None = None, address: str | None = None, on
             on_start(f"{len(todo)} tasks on Ray ({cpus} CPUs, {len(nodes)} machine{'s' * (len(nodes) != 1)}): "
                      f"{min(jobs, cpus // threads)} at once, {threads} thread{'s' * (threads != 1)}"
                      + (f" and {gpus:g} GPU" if gpus else "") + " each")
-        remote, resources_per_task = ray.remote(run_task), {
+        # max_calls=1: a fresh worker process per task. A cancelled task (Ctrl-C) is interrupted wherever
+        # it is, even halfway through importing a module, and a reused worker would keep that broken
+        # module for its next task; a unit is minutes long, a process start a few seconds.
+        remote, resources_per_task = ray.remote(max_calls=1)(run_task), {
             "num_cpus": threads, "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
         # the runner's own config, not the --quick one: each worker applies --quick itself, as here
         args = (runner.given_cfg, str(Path(runner.out).resolve()), runner.quick, threads)
