@@ -297,10 +297,10 @@ def _audit_section(results: dict) -> str:
                       "coverage", "full audit"], body))
 
 
-def write_report(out: str | Path) -> Path:
-    """Render ``out/results.json`` into ``out/report.html`` (atomic)."""
+def write_report(out: str | Path, prefix: str = "") -> Path:
+    """Render ``out/{prefix}results.json`` into ``out/{prefix}report.html`` (atomic)."""
     out = Path(out)
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / f"{prefix}results.json").read_text())
     plot_volume_curves(results, out)
     plot_classic_sweep(results, out)
     data = results["data"]
@@ -308,7 +308,7 @@ def write_report(out: str | Path) -> Path:
     quick = ("<p class='note'>--quick run: budgets were shrunk; numbers show the pipeline works, not what a full run "
              "finds.</p>") if budget == "quick" else f"<p>Budget: {_esc(budget)}.</p>"
     folds = ", ".join(f"{f['train']}/{f['val']}/{f['test']}" for f in data["folds"])
-    body = (f"<h1>medsyn study: {_esc(results['study'])}</h1>{quick}"
+    body = (f"<h1>medsyn study: {_esc(results['study'])}</h1>{quick}{_partial_note(results)}"
             f"<p>Data: {_esc(data['source'])}: {data['images']} images, {data['size']}x{data['size']}x{data['channels']}, "
             f"classes {_esc(', '.join(data['classes']))}. Train/val/test per fold: {folds}.</p>"
             + _verdict_section(results) + _arms_section(results) + _classic_sweep_section(results, out)
@@ -318,4 +318,16 @@ def write_report(out: str | Path) -> Path:
             + "<h2>Versions</h2>" + _table(["package", "version"], [[_esc(k), _esc(v)] for k, v in results["versions"].items()]))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn: {_esc(results['study'])}</title>" \
            f"<style>{CSS}</style></head><body>{body}</body></html>"
-    return atomic.write_text(out / "report.html", page)
+    return atomic.write_text(out / f"{prefix}report.html", page)
+
+
+def _partial_note(results: dict) -> str:
+    """What a report of a study part way through (``--partial``) leaves out, and what may still change."""
+    part = results.get("partial")
+    if not part:
+        return ""
+    missing = "; ".join(f"{_esc(label)} (seed {', '.join(map(str, seeds))})" for label, seeds in part["missing"].items())
+    return (f"<p class='note'>Partial: {part['finished_units']} of {part['planned_units']} classifier units have "
+            "finished, and only arms whose seeds finished on every fold are shown. Holm's correction covers the "
+            "comparisons of these arms only, a smaller family than the finished study's, so its p-values can only "
+            "rise and the verdicts are provisional." + (f" Still to run: {missing}." if missing else "") + "</p>")

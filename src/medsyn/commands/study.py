@@ -21,9 +21,12 @@ def study_command(
     quick: bool = typer.Option(False, "--quick", help="The same as --budget quick."),
     plan: bool = typer.Option(False, "--plan", help="Print what the study would run (generator runs, classifier "
                               "units, how many are done, image-epochs to train) and stop; nothing is written."),
+    partial: bool = typer.Option(False, "--partial", help="Write partial_results.json and partial_report.html from "
+                                 "the units finished so far and stop; nothing is trained. The study may be running "
+                                 "in another process or stopped part way; its own results are not touched."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda (default: the YAML's)."),
     jobs: int = typer.Option(None, "--jobs", help="Run up to N units at once (generators per fold, classifiers per "
-                             "arm and seed) as Ray tasks: pip install 'medsyn[parallel]'. Each gets max(1, cores // N) "
+                             "arm and seed) as Ray tasks: pip install 'medsyn\\[parallel]'. Each gets max(1, cores // N) "
                              "torch/OpenMP/BLAS threads, so at most one job per core runs. Default 1: serial, no Ray."),
     address: str = typer.Option(None, "--address", help="HOST:PORT of a Ray cluster to run the units on (`ray start "
                                 "--head` on one machine, `ray start --address=HOST:PORT` on the others); every "
@@ -57,6 +60,16 @@ def study_command(
         runner.prepare()  # every check a run makes first, and nothing written
         for line in describe_plan(runner):
             out_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    if partial:
+        from medsyn.study.partial import PREFIX, gather_partial
+
+        results = gather_partial(StudyRunner(cfg, out, quick=quick))
+        part = results["partial"]
+        say([f"{part['finished_units']} of {part['planned_units']} classifier units finished; "
+             f"{len(part['missing'])} arm(s) still to run"])
+        _print_verdicts(results)
+        out_console.print(f"results: {out / (PREFIX + 'results.json')}\nreport:  {write_report(out, PREFIX)}")
         return
     with progress() as bar:
         units = bar.add_task("study", total=None, info="")
@@ -99,9 +112,13 @@ def study_command(
         picks = ", ".join(f"{c['classifier']} fold {c['fold']}: {c['copies']}" for c in sweep["choice"])
         out_console.print(f"classic copies chosen on {sweep['metric']}: {picks}", markup=False, highlight=False,
                           soft_wrap=True)
+    _print_verdicts(results)
+    out_console.print(f"results: {out / 'results.json'}\nreport:  {report}")
+
+
+def _print_verdicts(results: dict) -> None:
     for v in results["verdicts"]:  # McNemar tests accuracy, so the verdict follows the accuracy difference
         p = "n/a" if v["p_holm"] is None else f"{v['p_holm']:.4f}"
         out_console.print(f"{v['classifier']:<12} {v['arm']:<34} vs {v['reference']:<7} dAcc {v['delta_accuracy']:+.3f} "
                           f"dAUC {v['delta_auc']:+.3f} p_holm {p}  {v['verdict']}", markup=False, highlight=False,
                           soft_wrap=True)
-    out_console.print(f"results: {out / 'results.json'}\nreport:  {report}")

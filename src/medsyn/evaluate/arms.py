@@ -37,6 +37,11 @@ class Arm(StrEnum):
     def uses_synthetic(self) -> bool:
         return self in (Arm.SYNTHETIC, Arm.CLASSIC_SYNTHETIC, Arm.TSTR)
 
+    @property
+    def without_classic(self) -> "Arm":
+        """The arm's images before classic copies are added (for augmentation on the fly instead)."""
+        return {Arm.CLASSIC: Arm.REAL, Arm.CLASSIC_SYNTHETIC: Arm.SYNTHETIC}.get(self, self)
+
     @classmethod
     def parse(cls, text: str) -> "Arm":
         """The arm named ``text``; a ConfigError listing the arms otherwise."""

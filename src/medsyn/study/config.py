@@ -99,8 +99,14 @@ class ClassicSection:
     # set: the classic arm is trained at each, the best on each fold's validation split is kept, and
     # every arm with classic augmentation uses that one (medsyn.study.sweep).
     copies: int | tuple[int, ...] = 4
+    # Augment every training batch of the classic arms on the fly instead of adding copies: each epoch
+    # sees a new random variant of every image (real and synthetic), at the real arm's cost per epoch.
+    online: bool = False
 
     def __post_init__(self) -> None:
+        if self.online and isinstance(self.copies, tuple):
+            raise ConfigError("classic.online augments every batch on the fly and adds no copies: "
+                              "drop the classic.copies list, or set online: false to sweep it")
         values = self.copies if isinstance(self.copies, tuple) else (self.copies,)
         if not values:
             raise ConfigError("classic.copies: the list is empty; give the numbers of copies to choose from")

@@ -76,7 +76,7 @@ def import_ray():
 def plan_tasks(runner) -> list[Task]:
     """Every unit of a prepared runner's study as tasks, each listed after the tasks it needs."""
     from medsyn.evaluate.arms import Arm
-    from medsyn.study.plan import arm_specs
+    from medsyn.study.plan import answer_order
 
     cfg, tasks = runner.cfg, []
     per_entry = {g.name: 2 + 2 * bool(g.refiner) + int(cfg.fid.enabled) + int(cfg.audit.enabled)
@@ -101,16 +101,15 @@ def plan_tasks(runner) -> list[Task]:
                         noun = "copy" if copies == 1 else "copies"
                         label = f"{clf.name} seed {seed} fold {k}: classic, {copies} {noun} (sweep)"
                         tasks.append(Task("sweep", k, (clf.name, seed, copies), label, 1))
-            for seed in cfg.seeds:
-                for spec in arm_specs(cfg):
-                    if cfg.classic.sweep and spec.arm is Arm.CLASSIC:  # the sweep's chosen unit is this arm's
-                        continue
-                    gens = cfg.generators if spec.arm is Arm.REAL else [g for g in cfg.generators
-                                                                        if g.name == spec.generator]
-                    gseed = runner.generator_seed_for(seed)
-                    needs = tuple(sorted({chain[(g.name, gseed)] for g in gens})) + tuple(sweeps)
-                    tasks.append(Task("classifier", k, (clf.name, seed, spec),
-                                      f"{clf.name} seed {seed} fold {k}: {spec.label}", 1, needs))
+            for seed, spec in answer_order(cfg):
+                if cfg.classic.sweep and spec.arm is Arm.CLASSIC:  # the sweep's chosen unit is this arm's
+                    continue
+                gens = cfg.generators if spec.arm is Arm.REAL else [g for g in cfg.generators
+                                                                    if g.name == spec.generator]
+                gseed = runner.generator_seed_for(seed)
+                needs = tuple(sorted({chain[(g.name, gseed)] for g in gens})) + tuple(sweeps)
+                tasks.append(Task("classifier", k, (clf.name, seed, spec),
+                                  f"{clf.name} seed {seed} fold {k}: {spec.label}", 1, needs))
     return tasks
 
 

@@ -33,6 +33,14 @@ def arm_specs(cfg: StudyConfig) -> list[ArmSpec]:
     return specs
 
 
+def answer_order(cfg: StudyConfig) -> list[tuple[int, ArmSpec]]:
+    """One classifier's (seed, arm) units per fold in the order they run: every seed of an arm before
+    the next arm, arms as the YAML lists them, and the first volume listed before the other volumes.
+    A long study stopped part way (it resumes) has then compared its first arms over every seed."""
+    units = [(seed, spec) for spec in arm_specs(cfg) for seed in cfg.seeds]
+    return sorted(units, key=lambda u: u[1].volume not in (None, cfg.volumes[0]))  # stable: arm order kept
+
+
 def classifier_unit_key(cfg: StudyConfig, classifier: str, seed: int, fold: int, spec: ArmSpec, copies: int) -> str:
     """Where one classifier's unit on one arm is stored. A sweep's choice of classic copies may change
     as values are added to it, so its classic arms carry their number of copies in the key; a fixed
@@ -61,7 +69,8 @@ def plan_summary(cfg: StudyConfig) -> dict:
 
 
 def arm_images(spec: ArmSpec, class_counts: list[int], copies: int) -> int:
-    """Training images of one arm on a fold with these real counts per class (its size, before training)."""
+    """Training images of one arm on a fold with these real counts per class (its size, before training);
+    ``copies`` 0 for classic augmentation on the fly."""
     real = sum(class_counts)
     base = real * (copies + 1) if spec.arm.uses_classic else real if spec.arm.uses_real else 0
     if spec.arm.uses_synthetic:  # as evaluate.arms.synthetic_per_class: a multiple of each class's count
@@ -95,16 +104,19 @@ def describe_plan(runner) -> list[str]:
         done = sum(task_done(runner, t) for t in units)
         svm = CLASSIFIERS.get(clf.name).kind == "svm"
         epochs = 1 if svm else resolve_classifier_config(clf.name, dict(clf.set), clf.epochs).epochs
-        image_epochs = 0
+        image_epochs = first_volume = 0
         for t in units:
             counts = [int(n) for n in next(f for f in folds if f.index == t.fold).train.class_counts()]
             # a sweep unit has its copies; a classic arm uses the sweep's choice, at most the largest
             spec, copies = ((ArmSpec(Arm.CLASSIC), t.args[2]) if t.kind == "sweep"
-                            else (t.args[2], max(cfg.classic.copies_values)))
+                            else (t.args[2], 0 if cfg.classic.online else max(cfg.classic.copies_values)))
             image_epochs += arm_images(spec, counts, copies) * epochs
+            first_volume += arm_images(spec, counts, copies) * epochs if spec.volume in (None, cfg.volumes[0]) else 0
         lines.append(f"{clf.name}: {len(units)} units ({len(arm_specs(cfg))} arms x {len(cfg.seeds)} seed(s) x "
                      f"{len(folds)} fold(s)" + (f", with the classic sweep's" if cfg.classic.sweep else "")
                      + f"), {done} done; "
                      + (f"one fit per C, {image_epochs:,} images" if svm
-                        else f"at most {epochs} epochs, {image_epochs:,} image-epochs at most"))
+                        else f"at most {epochs} epochs, {image_epochs:,} image-epochs at most"
+                        + (f" ({first_volume:,} for every arm at volume {cfg.volumes[0]:g}, which run first)"
+                           if first_volume < image_epochs else "")))
     return lines

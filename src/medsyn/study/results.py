@@ -213,8 +213,9 @@ def _fidelity_rows(real_units: list[dict]) -> list[dict]:
     return rows
 
 
-def assemble_results(runner) -> dict:
-    """Gather every finished unit of ``runner`` into results.json and CSV tables in its folder."""
+def assemble_results(runner, prefix: str = "", extra: dict | None = None) -> dict:
+    """Gather the units ``runner`` lists into results.json and CSV tables in its folder (their names
+    after ``prefix``; ``extra`` keys join results.json)."""
     store, cfg, out = runner.store, runner.cfg, runner.out
     # the units this plan used, not every one on disk: a sweep's classic arms from an earlier choice stay there
     # (a sweep's chosen unit is also its classic arm's, so a unit may be listed twice but is loaded once)
@@ -241,21 +242,22 @@ def assemble_results(runner) -> dict:
         "classic_sweep": _classic_sweep(sweep_units, runner.chosen_copies) if cfg.classic.sweep else None,
         "figures": {"tsne": tsne, "grids": _grids(runner)},
         "seconds": float(sum(u.get("seconds", 0) for u in [*units.values(), *store.all("fid"), *store.all("audit")])),
+        **(extra or {}),
     }
-    write_json_atomic(out / "results.json", results)
-    _write_csv(out / "table_arms.csv", arm_rows, ["classifier", "label", "n_train", "n_test", *(
+    write_json_atomic(out / f"{prefix}results.json", results)
+    _write_csv(out / f"{prefix}table_arms.csv", arm_rows, ["classifier", "label", "n_train", "n_test", *(
         k for m in TABLE_METRICS for k in (m, f"{m}_ci"))])
-    _write_csv(out / "table_mcnemar.csv", mcnemar_rows, ["classifier", "seed", "arm_a", "arm_b", "b", "c",
+    _write_csv(out / f"{prefix}table_mcnemar.csv", mcnemar_rows, ["classifier", "seed", "arm_a", "arm_b", "b", "c",
                                                            "statistic", "p", "p_holm"])
-    _write_csv(out / "table_differences.csv", differences, ["classifier", "arm", "reference", "metric", "delta", "ci",
+    _write_csv(out / f"{prefix}table_differences.csv", differences, ["classifier", "arm", "reference", "metric", "delta", "ci",
                                                              "seeds", "n_test", "p_holm"])
-    _write_csv(out / "table_fid.csv", results["fid"], ["generator", "fid", "kid_mean", "kid_std", "floor_fid",
+    _write_csv(out / f"{prefix}table_fid.csv", results["fid"], ["generator", "fid", "kid_mean", "kid_std", "floor_fid",
                                                         "fid_ratio", "n_real", "n_synthetic", "folds",
                                                         "generator_seeds"])
-    _write_csv(out / "table_audit.csv", results["audit"], ["generator", "copies", "synthetic", "precision", "recall",
+    _write_csv(out / f"{prefix}table_audit.csv", results["audit"], ["generator", "copies", "synthetic", "precision", "recall",
                                                             "density", "coverage", "authenticity", "membership_auc"])
     if results["classic_sweep"]:
-        _write_csv(out / "table_classic_sweep.csv", results["classic_sweep"]["rows"], [
+        _write_csv(out / f"{prefix}table_classic_sweep.csv", results["classic_sweep"]["rows"], [
             "classifier", "copies", "val_accuracy", "val_accuracy_per_fold", "chosen_on_folds", "test_accuracy",
             "test_auc", "n_train"])
     return results

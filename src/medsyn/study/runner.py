@@ -16,7 +16,7 @@ from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
 from medsyn.study.folds import Fold, check_run_held_out, load_study_data, make_folds, split_notices
-from medsyn.study.plan import ArmSpec, arm_specs, classifier_unit_key, classifier_units_per_fold
+from medsyn.study.plan import ArmSpec, answer_order, classifier_unit_key, classifier_units_per_fold
 from medsyn.study.store import UnitStore, check_same_study, write_study_marker
 from medsyn.study.generators import GeneratorUnits
 from medsyn.study.sweep import accuracy, choose_copies, sweep_key
@@ -88,6 +88,8 @@ class StudyRunner(GeneratorUnits):
                                   for g in resolved["generators"]]
         if not resolved["generator_seeds"]:  # likewise for studies with one generator per fold
             del resolved["generator_seeds"]
+        if not resolved["classic"]["online"]:  # and for classic augmentation by copies
+            del resolved["classic"]["online"]
         resolved["quick_mode"] = self.quick
         check_same_study(self.out, resolved)
         self._resolved = resolved
@@ -158,9 +160,8 @@ class StudyRunner(GeneratorUnits):
                 self.run_generators(fold)
                 for clf in self.cfg.classifiers:
                     copies = self._classic_copies(clf, fold)
-                    for seed in self.cfg.seeds:
-                        for spec in arm_specs(self.cfg):
-                            self._classifier_unit(clf, seed, fold, spec, copies)
+                    for seed, spec in answer_order(self.cfg):
+                        self._classifier_unit(clf, seed, fold, spec, copies)
         except KeyboardInterrupt:
             raise StudyInterrupted() from None
         from medsyn.study.results import assemble_results
@@ -216,14 +217,17 @@ class StudyRunner(GeneratorUnits):
         synthetic = self.synthetic_set(spec.generator, fold.index, self.generator_seed_for(seed)) if spec.generator \
             else None
         volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
-        train_set = build_arm(spec.arm, fold.train, synthetic=synthetic, classic_preset=self.cfg.classic.preset,
-                              classic_copies=copies, volume=volume, seed=seed)
+        online = self.cfg.classic.online and spec.arm.uses_classic  # augment every batch instead of adding copies
+        train_set = build_arm(spec.arm.without_classic if online else spec.arm, fold.train, synthetic=synthetic,
+                              classic_preset=self.cfg.classic.preset, classic_copies=copies, volume=volume, seed=seed)
         trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
+                                   online_augment=self.cfg.classic.preset if online else None,
                                    overrides=dict(clf.set), on_epoch=self._epoch_progress(clf.epochs))
         proba = predict_proba(trained, fold.test)
         result = {"classifier": clf.name, "seed": seed, "fold": fold.index, "arm": spec.arm, "generator": spec.generator,
                   "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
-                  "classic_copies": copies if spec.arm.uses_classic else None,
+                  "classic_copies": copies if spec.arm.uses_classic and not online else None,
+                  "classic_online": online,
                   "test_index": fold.test_index, "y_true": fold.test.labels, "proba": proba,
                   "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None),
                   "val_accuracy": accuracy(fold.val.labels, predict_proba(trained, fold.val)), "n_val": len(fold.val)}
