@@ -83,6 +83,9 @@ def test_cli_writes_a_partial_report_that_says_what_is_missing(finished, tmp_pat
     page = (out / "partial_report.html").read_text()
     assert "Partial: 10 of 12 classifier units have finished" in page
     assert "Still to run: lesion-cnn classic (seed 1)." in page
+    assert "with the best validation AUC, so that test images play no part in choosing it" in page
+    arms = json.loads((out / "partial_results.json").read_text())["arms"]
+    assert all(0 <= a["val_auc"] <= 1 for a in arms)
     assert not (out / "report.html").exists()  # the study's own report is written by its run alone
 
 

@@ -150,6 +150,27 @@ def _verdict_class(verdict: str) -> str:
     return verdict if verdict in ("helped", "hurt") else "none"
 
 
+def _answer_table(results: dict) -> str:
+    """Per classifier, the augmented arm chosen on validation AUC against real and classic (medsyn.study.answer)."""
+    from medsyn.study.answer import answer_rows
+
+    rows = []
+    for r in answer_rows(results):
+        cells = [_esc(r["classifier"]), f"{_esc(r['arm'])} (of {r['candidates']})", _num(r["auc"]), _num(r["real_auc"])]
+        for reference in ("real", "classic"):
+            d = r[reference]
+            cells += ["–", "–", "no such arm"] if d is None else [
+                _delta_ci(d["delta_auc"], d["delta_auc_ci"]), _num(d["p_holm"]),
+                f"<span class='{_verdict_class(d['verdict'])}'>{_esc(d['verdict'])}</span>"]
+        rows.append(cells)
+    if not rows:
+        return ""
+    return ("<p>The augmented arm (synthetic or classic+synthetic, any generator and volume) with the best "
+            "validation AUC, so that test images play no part in choosing it:</p>"
+            + _table(["classifier", "arm", "test AUC", "real AUC", "ΔAUC vs real [95% CI]", "p (Holm)", "vs real",
+                      "ΔAUC vs classic [95% CI]", "p (Holm)", "vs classic"], rows, left=2))
+
+
 def _verdict_section(results: dict) -> str:
     if not results["verdicts"]:
         return ""
@@ -161,8 +182,8 @@ def _verdict_section(results: dict) -> str:
     helped = sum(v["verdict"] == "helped" for v in augmentation)
     summary = (f"Synthetic images significantly helped in {helped} of {len(augmentation)} comparisons "
                f"(McNemar, Holm-adjusted p < 0.05, and the paired 95% CI of the accuracy difference above 0).")
-    return ("<h2>Did synthetic images help?</h2>" + f"<p class='note'>{_esc(summary)}</p>"
-            + _table(["classifier", "arm", "against", "ΔAUC [95% CI]", "ΔAcc [95% CI]", "p (Holm)", "verdict"], rows,
+    return ("<h2>Did synthetic images help?</h2>" + f"<p class='note'>{_esc(summary)}</p>" + _answer_table(results)
+            + "<p>Every comparison:</p>" + _table(["classifier", "arm", "against", "ΔAUC [95% CI]", "ΔAcc [95% CI]", "p (Holm)", "verdict"], rows,
                      left=3))
 
 

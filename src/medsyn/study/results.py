@@ -58,7 +58,8 @@ def _arm_rows(groups: dict, seeds: list[int]) -> list[dict]:
         unit = next(iter(by_seed.values()))[0]
         row: dict[str, Any] = {"classifier": clf, "arm": unit["arm"], "label": label, "generator": unit["generator"],
                                "volume": unit["volume"], "n_train": unit["n_train"], "n_test": len(first[0]),
-                               "seeds": len(per_seed), "folds": len(next(iter(by_seed.values())))}
+                               "seeds": len(per_seed), "folds": len(next(iter(by_seed.values()))),
+                               "val_auc": _mean_val_auc(by_seed)}
         for metric in TABLE_METRICS:
             values = [m[metric] for _, _, m in per_seed.values()]
             if len(values) > 1:  # variation over seeds (t interval)
@@ -72,6 +73,13 @@ def _arm_rows(groups: dict, seeds: list[int]) -> list[dict]:
         row["confusion"] = first[2]["confusion"]
         rows.append(row)
     return rows
+
+
+def _mean_val_auc(by_seed: dict[int, list[dict]]) -> float | None:
+    """The arm's validation AUC (what chose each unit's epoch), averaged over seeds and folds: what may
+    choose between arms without looking at test images. None where a unit lacks it (an SVM)."""
+    values = [u.get("val_auc") for units in by_seed.values() for u in units]
+    return None if any(v is None or not np.isfinite(v) for v in values) else float(np.mean(values))
 
 
 def _mcnemar_rows(groups: dict) -> list[dict]:
