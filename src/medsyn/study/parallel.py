@@ -116,7 +116,7 @@ def plan_tasks(runner) -> list[Task]:
 def task_done(runner, task: Task) -> bool:
     """Whether every unit of ``task`` is on disk (then it is not sent to a worker)."""
     from medsyn.study.plan import classifier_unit_key
-    from medsyn.study.sweep import choose_copies, sweep_key
+    from medsyn.study.sweep import choice_on_disk, sweep_key
 
     cfg, store, k = runner.cfg, runner.store, task.fold
     if task.kind == "generators":
@@ -127,10 +127,10 @@ def task_done(runner, task: Task) -> bool:
     clf, seed, spec = task.args
     copies = cfg.classic.copies
     if cfg.classic.sweep:
-        keys = [sweep_key(clf, s, k, c) for s in cfg.seeds for c in cfg.classic.copies]
-        if not all(store.has(key) for key in keys):
+        chosen = choice_on_disk(store, clf, cfg.seeds, k, cfg.classic.copies)
+        if chosen is None:
             return False
-        copies = choose_copies([store.load(key) for key in keys])
+        copies = chosen[1]
     return store.has(classifier_unit_key(cfg, clf, seed, k, spec, copies))
 
 

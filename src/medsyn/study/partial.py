@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from medsyn.evaluate.arms import Arm
-from medsyn.study.plan import answer_order, classifier_unit_key
-from medsyn.study.sweep import choose_copies, sweep_key
+from medsyn.study.plan import answer_order, arm_unit_key
+from medsyn.study.sweep import choice_on_disk
 
 PREFIX = "partial_"
 
@@ -48,8 +47,7 @@ def gather_partial(runner) -> dict:
                 copies = copies_of[fold.index]
                 if copies is None and spec.arm.uses_classic:
                     break  # the sweep has not chosen this fold's classic set yet
-                key = (sweep_key(clf.name, seed, fold.index, copies) if cfg.classic.sweep and spec.arm is Arm.CLASSIC
-                       else classifier_unit_key(cfg, clf.name, seed, fold.index, spec, copies or 0))
+                key = arm_unit_key(cfg, clf.name, seed, fold.index, spec, copies or 0)
                 if not store.has(key):
                     break
                 keys.append(key)
@@ -72,10 +70,10 @@ def _finished_sweep_choice(runner, clf: str, fold: int) -> int | None:
     classic = runner.cfg.classic
     if not classic.sweep:
         return classic.copies
-    keys = [sweep_key(clf, seed, fold, c) for seed in runner.cfg.seeds for c in classic.copies]
-    if not all(runner.store.has(k) for k in keys):
+    found = choice_on_disk(runner.store, clf, runner.cfg.seeds, fold, classic.copies)
+    if found is None:
         return None
+    keys, chosen = found
     runner.sweep_unit_keys.extend(keys)
-    chosen = choose_copies([runner.store.load(k) for k in keys])
     runner.chosen_copies[(clf, fold)] = chosen
     return chosen

@@ -49,6 +49,16 @@ def classifier_unit_key(cfg: StudyConfig, classifier: str, seed: int, fold: int,
     return f"cls/{classifier}/seed{seed}/fold{fold}/{spec.key}{suffix}"
 
 
+def arm_unit_key(cfg: StudyConfig, classifier: str, seed: int, fold: int, spec: ArmSpec, copies: int) -> str:
+    """The unit that holds an arm's predictions: with a classic sweep, the classic arm is the sweep's
+    unit at the chosen number of copies (not trained again); every other arm has its own."""
+    from medsyn.study.sweep import sweep_key
+
+    if cfg.classic.sweep and spec.arm is Arm.CLASSIC:
+        return sweep_key(classifier, seed, fold, copies)
+    return classifier_unit_key(cfg, classifier, seed, fold, spec, copies)
+
+
 def classifier_units_per_fold(cfg: StudyConfig) -> int:
     """Classifier units of one fold. A sweep trains the classic arm at every number of copies, and the
     unit of the chosen number is the classic arm's, not trained again."""

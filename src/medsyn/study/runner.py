@@ -16,7 +16,7 @@ from medsyn.errors import ConfigError, DataError, RunError
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
 from medsyn.study.folds import Fold, check_run_held_out, load_study_data, make_folds, split_notices
-from medsyn.study.plan import ArmSpec, answer_order, classifier_unit_key, classifier_units_per_fold
+from medsyn.study.plan import ArmSpec, answer_order, arm_unit_key, classifier_units_per_fold
 from medsyn.study.store import UnitStore, check_same_study, write_study_marker
 from medsyn.study.generators import GeneratorUnits
 from medsyn.study.sweep import accuracy, choose_copies, sweep_key
@@ -198,11 +198,10 @@ class StudyRunner(GeneratorUnits):
         return key
 
     def _classifier_unit(self, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int) -> None:
-        if self.cfg.classic.sweep and spec.arm is Arm.CLASSIC:  # the sweep trained it already
-            self.arm_unit_keys.append(sweep_key(clf.name, seed, fold.index, copies))
-            return
-        key = classifier_unit_key(self.cfg, clf.name, seed, fold.index, spec, copies)
+        key = arm_unit_key(self.cfg, clf.name, seed, fold.index, spec, copies)
         self.arm_unit_keys.append(key)
+        if self.cfg.classic.sweep and spec.arm is Arm.CLASSIC:  # the sweep trained it already
+            return
         if not self.store.has(key):
             self._run_classifier(key, clf, seed, fold, spec, copies)
         self._tick()

@@ -47,3 +47,12 @@ def choose_copies(units: list[dict[str, Any]]) -> int:
     mean = {copies: float(np.mean(values)) for copies, values in scores.items()}
     best = max(mean.values())
     return min(copies for copies, score in mean.items() if score >= best - 1e-12)  # float noise is a tie
+
+
+def choice_on_disk(store, classifier: str, seeds, fold: int, values) -> tuple[list[str], int] | None:
+    """The sweep's unit keys of ``classifier`` on ``fold`` and the copies they choose, once every one
+    of them is in ``store`` (a study's UnitStore); None while some are missing."""
+    keys = [sweep_key(classifier, seed, fold, copies) for seed in seeds for copies in values]
+    if not all(store.has(key) for key in keys):
+        return None
+    return keys, choose_copies([store.load(key) for key in keys])
