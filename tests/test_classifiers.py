@@ -129,6 +129,25 @@ def test_training_is_seeded_better_than_chance_and_survives_save_load(shape_sets
     assert np.allclose(predict_proba(load_classifier(path, "cpu"), test), pa, atol=1e-6)
 
 
+def test_amp_trains_in_bf16_where_native_deterministically_and_is_recorded(shape_sets, tmp_path):
+    from medsyn.train.setup import native_bf16
+
+    train, val, test = shape_sets
+    overrides = {"optimizer": "adam", "batch": 16}
+    runs = {amp: [train_classifier("resnet18", train, val, epochs=3, seed=1, device="cpu",
+                                   overrides={**overrides, "amp": amp}) for _ in range(2)] for amp in (True, False)}
+    assert resolve_classifier_config("resnet18").amp is True  # the default, as for generators
+    assert runs[True][0].precision == ("bf16 autocast" if native_bf16(torch.device("cpu")) else "float32")
+    assert runs[False][0].precision == "float32"
+    for first, second in runs.values():
+        assert np.array_equal(predict_proba(first, test), predict_proba(second, test))  # same seed, same result
+        assert auc_score(test.labels, predict_proba(first, test)) > 0.8
+    if native_bf16(torch.device("cpu")):  # bf16 rounding really changed the training
+        assert not np.array_equal(predict_proba(runs[True][0], test), predict_proba(runs[False][0], test))
+    loaded = load_classifier(save_classifier(runs[True][0], tmp_path / "amp.pt"), "cpu")
+    assert loaded.precision == runs[True][0].precision and loaded.config.amp is True
+
+
 def test_bce_head_and_online_augmentation_run(shape_sets):
     train, val, test = shape_sets
     trained = train_classifier("lesion-cnn", train, val, epochs=1, seed=0, device="cpu", online_augment="brain-mri",

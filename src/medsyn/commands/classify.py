@@ -79,6 +79,7 @@ def classify(
     _print_report(report, trained.class_names)
     info = {"classifier": classifier, "arm": arm.value, "data": data, "synthetic": synthetic, "classic": classic,
             "copies": (copies or 1) if classic else None, "volume": volume, "seed": seed, "device": str(trained.device),
+            "precision": trained.precision,
             "config": to_dict(trained.config), "n_train": len(train_set), "n_val": len(val), "n_test": len(test),
             "class_names": trained.class_names, "best_epoch": trained.best_epoch, "best_val_auc": trained.best_val_auc,
             "epochs_run": len(trained.history), "seconds_training": seconds,

@@ -27,7 +27,7 @@ from medsyn.models.classifiers import (
 )
 from medsyn.train.batches import step_seed
 from medsyn.train.checkpoint import torch_save_atomic
-from medsyn.train.setup import resolve_device
+from medsyn.train.setup import mixed_precision, resolve_device
 
 FORMAT = "medsyn-classifier-1"
 EVAL_BATCH = 512  # images per forward pass when predicting (memory only; results do not depend on it)
@@ -48,6 +48,7 @@ class TrainedClassifier:
         best_epoch: epoch (1-based) whose weights were kept; for the SVM the index of the chosen C.
         best_val_auc: the validation score of those weights (AUC; accuracy when val lacks a class).
         history: one dict per epoch: epoch, loss, val_auc, lr, images_per_second.
+        precision: what the training steps computed in: "bf16 autocast" or "float32" (``amp`` on this device).
         device: where the network lives.
         extractor: for an SVM on features, the network that makes them.
         svm_data: for an SVM, (features, labels, C) it was fitted on (saved so loading can refit it).
@@ -63,6 +64,7 @@ class TrainedClassifier:
     best_epoch: int
     best_val_auc: float
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "float32"
     device: torch.device = torch.device("cpu")
     extractor: "TrainedClassifier | None" = None
     svm_data: tuple[np.ndarray, np.ndarray, float] | None = None
@@ -114,6 +116,7 @@ def _fit(trained: TrainedClassifier, train: LabeledImages, val: LabeledImages, o
          on_epoch: EpochHook | None, on_batch: Callable[[int], None] | None) -> None:
     cfg, model, dev = trained.config, trained.model, trained.device
     optimizer = _optimizer(cfg, model.parameters(), dev)
+    trained.precision, autocast = mixed_precision(dev, cfg.amp)
     images, labels = torch.from_numpy(train.images).to(dev), torch.from_numpy(train.labels).to(dev)
     augment = None
     if online_augment:
@@ -126,7 +129,8 @@ def _fit(trained: TrainedClassifier, train: LabeledImages, val: LabeledImages, o
         for group in optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
-        loss = _train_epoch(trained, images, labels, augment, optimizer, step_seed(trained.seed, epoch), on_batch)
+        loss = _train_epoch(trained, images, labels, augment, optimizer, autocast, step_seed(trained.seed, epoch),
+                            on_batch)
         rate = len(images) / max(time.perf_counter() - started, 1e-9)
         val_proba = predict_proba(trained, val)
         score, val_loss = _selection_score(val.labels, val_proba), _log_loss(val.labels, val_proba)
@@ -149,7 +153,7 @@ def _fit(trained: TrainedClassifier, train: LabeledImages, val: LabeledImages, o
 
 
 def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch.Tensor, augment, optimizer,
-                 seed: int, on_batch: Callable[[int], None] | None) -> float:
+                 autocast, seed: int, on_batch: Callable[[int], None] | None) -> float:
     cfg, model = trained.config, trained.model
     model.train()
     torch.manual_seed(seed)  # dropout masks of this epoch
@@ -163,7 +167,9 @@ def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch
         x, y = images.index_select(0, idx), labels.index_select(0, idx)
         if augment is not None:
             x = augment(x, generator=aug_gen)
-        loss = _loss(cfg, model(x), y)
+        with autocast():
+            logits = model(x)
+        loss = _loss(cfg, logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -299,7 +305,7 @@ def save_classifier(trained: TrainedClassifier, path: str | Path) -> Path:
         "format": FORMAT, "name": trained.name, "config": to_dict(trained.config),
         "class_names": list(trained.class_names), "size": trained.size, "channels": trained.channels,
         "seed": trained.seed, "best_epoch": trained.best_epoch, "best_val_auc": float(trained.best_val_auc),
-        "history": trained.history,
+        "history": trained.history, "precision": trained.precision,
     }
     if isinstance(trained.model, SvmClassifier):
         # A fitted SVC is only picklable; its training features and C let load_classifier refit the
@@ -331,7 +337,8 @@ def load_classifier(path: str | Path, device: str = "auto") -> TrainedClassifier
     cfg = resolve_classifier_config(state["name"], state["config"])
     common = dict(name=state["name"], config=cfg, class_names=list(state["class_names"]), size=int(state["size"]),
                   channels=int(state["channels"]), seed=int(state["seed"]), best_epoch=int(state["best_epoch"]),
-                  best_val_auc=float(state["best_val_auc"]), history=list(state["history"]))
+                  best_val_auc=float(state["best_val_auc"]), history=list(state["history"]),
+                  precision=str(state.get("precision", "float32")))  # files from before amp trained in float32
     if "svm" in state:
         extractor = load_classifier(cfg.svm_features, device) if cfg.svm_features else None
         x, y, c = state["svm"]["features"].numpy(), state["svm"]["labels"].numpy(), state["svm"]["c"]

@@ -229,6 +229,7 @@ class StudyRunner(GeneratorUnits):
                   "classic_online": online,
                   "test_index": fold.test_index, "y_true": fold.test.labels, "proba": proba,
                   "best_epoch": getattr(trained, "best_epoch", None), "val_auc": getattr(trained, "best_val_auc", None),
+                  "precision": getattr(trained, "precision", "float32"),
                   "val_accuracy": accuracy(fold.val.labels, predict_proba(trained, fold.val)), "n_val": len(fold.val)}
         if spec.arm is Arm.REAL:
             self._diagnose(result, trained, clf, seed, fold)
