@@ -27,7 +27,8 @@ def arm_specs(cfg: StudyConfig) -> list[ArmSpec]:
     specs = []
     for arm in cfg.arms:
         if arm.uses_synthetic:
-            specs += [ArmSpec(arm, g.name, v) for g in cfg.generators for v in cfg.volumes]
+            swept = cfg.sweep_arms is None or arm in cfg.sweep_arms
+            specs += [ArmSpec(arm, g.name, v) for g in cfg.generators for v in (cfg.volumes if swept else cfg.volumes[:1])]
         else:
             specs.append(ArmSpec(arm))
     return specs

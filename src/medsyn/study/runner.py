@@ -90,6 +90,8 @@ class StudyRunner(GeneratorUnits):
             del resolved["generator_seeds"]
         if not resolved["classic"]["online"]:  # and for classic augmentation by copies
             del resolved["classic"]["online"]
+        if resolved["sweep_arms"] is None:  # and for studies that sweep every arm
+            del resolved["sweep_arms"]
         resolved["quick_mode"] = self.quick
         check_same_study(self.out, resolved)
         self._resolved = resolved
