@@ -80,6 +80,25 @@ def test_bootstrap_skips_resamples_missing_a_class_for_auc():
     assert bootstrap_ci(y, proba, "auc", n_boot=200, seed=0) == (1.0, 1.0)
 
 
+def test_bootstrap_over_seeds_resamples_runs_too_and_stays_inside_zero_and_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    sharp = np.column_stack([1 - y * 0.9 - 0.05, y * 0.9 + 0.05])  # right on every image
+    noisy = rng.dirichlet([1, 1], 60)  # chance
+    one = bootstrap_cis(y, sharp, ["accuracy", "auc"], n_boot=200, seed=1)
+    assert bootstrap_cis(y, [sharp], ["accuracy", "auc"], n_boot=200, seed=1) == one  # one seed: images only
+    both = bootstrap_cis(y, [sharp, noisy, sharp], ["accuracy", "auc", "sensitivity_1"], n_boot=400, seed=1)
+    for name, (lo, hi) in both.items():
+        assert 0.0 <= lo <= hi <= 1.0, name
+    # the mean over the three runs lies inside, and the interval is wider than the images alone give,
+    # because a resample may draw the chance run zero to three times
+    mean_acc = np.mean([(p.argmax(1) == y).mean() for p in (sharp, noisy, sharp)])
+    lo, hi = both["accuracy"]
+    assert lo < mean_acc < hi and hi - lo > 0.3
+    assert hi == pytest.approx(1.0)  # a resample of the sharp run alone scores 1
+    assert both == bootstrap_cis(y, [sharp, noisy, sharp], ["accuracy", "auc", "sensitivity_1"], n_boot=400, seed=1)
+
+
 def test_mean_ci_is_a_t_interval():
     from scipy import stats
 

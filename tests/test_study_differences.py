@@ -183,3 +183,24 @@ def test_a_tiny_study_with_tstr_reports_paired_differences_against_real_and_clas
     page = write_report(out).read_text()
     assert "Paired differences against real and classic" in page and "paired bootstrap over test images and seeds" in page
     assert "TSTR: AUC" in page
+
+
+def test_arm_intervals_resample_images_and_seeds_and_stay_between_zero_and_one():
+    """Three seeds, one of them wrong on most images: a t interval over the seeds ran past 1."""
+    from medsyn.study.results import _arm_rows
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 120)
+    rights = [rng.random(120) < p for p in (0.97, 0.4, 0.95)]
+    units = {seed: [{"arm": "real", "generator": None, "volume": None, "n_train": 50, "test_index": np.arange(120),
+                     "y_true": y, "proba": _proba(y, right), "val_auc": 0.9}] for seed, right in enumerate(rights)}
+    (row,) = _arm_rows({("cnn", "real"): units}, [0, 1, 2])
+    assert row["seeds"] == 3 and row["accuracy_ci_kind"] == "bootstrap over test images and 3 seeds"
+    assert row["accuracy"] == pytest.approx(np.mean([r.mean() for r in rights]))
+    for metric in ("accuracy", "precision", "recall", "auc"):
+        lo, hi = row[f"{metric}_ci"]
+        assert 0 <= lo <= row[metric] <= hi <= 1, metric
+    assert row["accuracy_ci"][1] - row["accuracy_ci"][0] > 0.2  # the bad seed is drawn 0-3 times
+    for name in ("sensitivity", "specificity"):
+        assert len(row[f"{name}_ci"]) == 2
+        assert all(0 <= lo <= v <= hi <= 1 for v, (lo, hi) in zip(row[name], row[f"{name}_ci"]))

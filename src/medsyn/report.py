@@ -41,6 +41,13 @@ def _with_ci(row: dict, metric: str) -> str:
     return f"{row[metric]:.3f} <small>[{lo:.3f}, {hi:.3f}]</small>"
 
 
+def _per_class(row: dict, metric: str) -> str:
+    """One value per class, each with its interval where the results have them (older ones do not)."""
+    cis = row.get(f"{metric}_ci") or [None] * len(row[metric])
+    return " / ".join(f"{v:.2f}" + (f" <small>[{ci[0]:.2f}, {ci[1]:.2f}]</small>" if ci else "")
+                      for v, ci in zip(row[metric], cis))
+
+
 def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
     head = "".join(f"<th class='l'>{h}</th>" if i < left else f"<th>{h}</th>" for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f"<td class='l'>{c}</td>" if i < left else f"<td>{c}</td>"
@@ -58,13 +65,13 @@ def _image(path: Path, alt: str) -> str:
 
 def _arms_section(results: dict) -> str:
     parts = ["<h2>Classification per arm</h2><p>Pooled test predictions (every test image once). "
-             "95% CI: bootstrap over test images for one seed, t-interval over seeds otherwise. "
+             "95% CI: percentile bootstrap resampling the test images and, with several seeds, the seeds. "
              "Model selection on validation AUC, never on test.</p>"]
     classifiers = sorted({r["classifier"] for r in results["arms"]})
     for clf in classifiers:
         rows = [r for r in results["arms"] if r["classifier"] == clf]
         table_rows = [[_esc(r["label"]), str(r["n_train"]), *(_with_ci(r, m) for m in ("accuracy", "precision", "recall", "auc")),
-                       " / ".join(f"{s:.2f}" for s in r["sensitivity"]), " / ".join(f"{s:.2f}" for s in r["specificity"])]
+                       _per_class(r, "sensitivity"), _per_class(r, "specificity")]
                       for r in rows]
         parts.append(f"<h3>{_esc(clf)}</h3>" + _table(
             ["arm", "train images", "Acc", "Pre", "Rec", "AUC", "sensitivity per class", "specificity per class"], table_rows))

@@ -46,7 +46,7 @@ def _pooled(units: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _arm_rows(groups: dict, seeds: list[int]) -> list[dict]:
-    from medsyn.metrics.classification import bootstrap_ci, classification_metrics, mean_ci
+    from medsyn.metrics.classification import bootstrap_cis, classification_metrics
 
     rows = []
     for (clf, label), by_seed in groups.items():
@@ -60,16 +60,18 @@ def _arm_rows(groups: dict, seeds: list[int]) -> list[dict]:
                                "volume": unit["volume"], "n_train": unit["n_train"], "n_test": len(first[0]),
                                "seeds": len(per_seed), "folds": len(next(iter(by_seed.values()))),
                                "val_auc": _mean_val_auc(by_seed)}
+        # every seed's units score the same test images, so one bootstrap resamples images and seeds
+        classes = range(len(first[2]["sensitivity"]))
+        per_class = [f"{kind}_{k}" for kind in ("sensitivity", "specificity") for k in classes]
+        cis = bootstrap_cis(first[0], [p for _, p, _ in per_seed.values()], [*TABLE_METRICS, *per_class],
+                            n_boot=BOOTSTRAP, seed=0)
+        kind = "bootstrap over test images" + (f" and {len(per_seed)} seeds" if len(per_seed) > 1 else "")
         for metric in TABLE_METRICS:
-            values = [m[metric] for _, _, m in per_seed.values()]
-            if len(values) > 1:  # variation over seeds (t interval)
-                mean, lo, hi = mean_ci(values)
-                row[metric], row[f"{metric}_ci"], row[f"{metric}_ci_kind"] = mean, [lo, hi], f"t over {len(values)} seeds"
-            else:  # one seed: bootstrap over test images
-                lo, hi = bootstrap_ci(first[0], first[1], metric, n_boot=BOOTSTRAP, seed=0)
-                row[metric], row[f"{metric}_ci"], row[f"{metric}_ci_kind"] = values[0], [lo, hi], "bootstrap"
-        row["sensitivity"] = np.mean([m["sensitivity"] for _, _, m in per_seed.values()], axis=0).tolist()
-        row["specificity"] = np.mean([m["specificity"] for _, _, m in per_seed.values()], axis=0).tolist()
+            row[metric] = float(np.mean([m[metric] for _, _, m in per_seed.values()]))
+            row[f"{metric}_ci"], row[f"{metric}_ci_kind"] = list(cis[metric]), kind
+        for name in ("sensitivity", "specificity"):
+            row[name] = np.mean([m[name] for _, _, m in per_seed.values()], axis=0).tolist()
+            row[f"{name}_ci"] = [list(cis[f"{name}_{k}"]) for k in classes]
         row["confusion"] = first[2]["confusion"]
         rows.append(row)
     return rows
