@@ -138,20 +138,22 @@ def bootstrap_cis(y_true: np.ndarray, proba: np.ndarray | list[np.ndarray], metr
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probas = [np.asarray(p, dtype=np.float64) for p in (proba if isinstance(proba, list) else [proba])]
-    names = metrics or list(scalar_metrics(y_true, probas[0]))
+    known = scalar_metrics(y_true, probas[0])
+    names = metrics or list(known)
+    for name in names:
+        if name not in known:
+            raise KeyError(f"unknown metric {name!r}; known: {', '.join(known)}")
     rng = np.random.default_rng(seed)
     draws = {name: [] for name in names}
     for _ in range(n_boot):
         pick = rng.integers(0, len(y_true), len(y_true))
         # one seed draws nothing more, so its intervals are those of a single run's images
-        runs = rng.integers(0, len(probas), len(probas)) if len(probas) > 1 else [0]
-        per_run = {r: scalar_metrics(y_true[pick], probas[r][pick]) for r in set(int(r) for r in runs)}
+        runs = rng.integers(0, len(probas), len(probas)).tolist() if len(probas) > 1 else [0]
+        per_run = {r: scalar_metrics(y_true[pick], probas[r][pick]) for r in set(runs)}
         complete = len(np.unique(y_true[pick])) == probas[0].shape[1]
         for name in names:
-            if name not in per_run[int(runs[0])]:
-                raise KeyError(f"unknown metric {name!r}; known: {', '.join(per_run[int(runs[0])])}")
             if complete or name in ("accuracy", "precision", "recall"):
-                draws[name].append(float(np.mean([per_run[int(r)][name] for r in runs])))
+                draws[name].append(float(np.mean([per_run[r][name] for r in runs])))
     tail = (1 - level) / 2 * 100
     out = {}
     for name, values in draws.items():

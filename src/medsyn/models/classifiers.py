@@ -67,7 +67,7 @@ class ClassifierConfig:
     svm_features: str | None = None  # saved classifier (.pt) whose penultimate features feed the SVM; None: pixels
     # bf16 autocast for the training steps where bf16 is native (CUDA 8.0+ GPUs; CPUs with AVX512-BF16 or
     # AMX), else float32; weights, optimiser state and predictions stay float32. A ResNet-18 at 28x28
-    # trains 3.7x faster with it on the development CPU (bench/classifier_speed.py).
+    # trained 2.14x faster with it on the development CPU (bench/real_baseline.py --float32-baseline).
     amp: bool = True
 
     def __post_init__(self) -> None:

@@ -363,7 +363,7 @@ def _study(raw: dict[str, Any], base_dir: Path, where: str, budget: str) -> Stud
         "budget": budget,
     }
     for key, kind in (("arms", str), ("volumes", float), ("sweep_arms", str), ("seeds", int)):
-        if raw.get(key) is not None:  # sweep_arms: null is its default, every arm
+        if key in raw and not (key == "sweep_arms" and raw[key] is None):  # sweep_arms: null is its default
             kwargs[key] = _scalars(raw[key], kind, key)
     for key in ("tsne", "generator_seeds", "device"):
         if key in raw:
