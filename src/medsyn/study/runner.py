@@ -93,8 +93,7 @@ class StudyRunner(GeneratorUnits):
         if resolved["sweep_arms"] is None:  # and for studies that sweep every arm
             del resolved["sweep_arms"]
         resolved["quick_mode"] = self.quick
-        check_same_study(self.out, resolved)
-        self._resolved = resolved
+        self._resolved = check_same_study(self.out, resolved)
 
     def _train_cap(self) -> int | None:
         return self.cfg.quick.max_train_per_class if self.quick else None

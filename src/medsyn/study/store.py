@@ -57,24 +57,54 @@ class UnitStore:
         return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))] if folder.is_dir() else []
 
 
-def check_same_study(out: Path, resolved: dict[str, Any]) -> None:
-    """Finished units are reused by key, so a folder must only ever hold one resolved study. The one
-    exception: a classic.copies list may change to another list, since the units it adds or drops
-    are keyed by their number of copies (medsyn.study.sweep).
+def check_same_study(out: Path, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Finished units are reused by key, so a folder must only ever hold one resolved study. Two
+    exceptions, both safe because the units they add or drop have keys of their own:
+    - a classic.copies list may change to another list (its units are keyed by number of copies,
+      medsyn.study.sweep);
+    - generator entries may be added (or left out): a study can be run in parts, one generator
+      after another, into one folder. Units are keyed by the entry's name, so an entry of a name
+      the folder has trained must keep its settings.
+
+    Returns:
+        What the folder's marker should hold: ``resolved`` with every generator entry the folder
+        has ever trained, so an entry left out of one run cannot come back changed in a later one.
 
     Raises:
         RunError: ``out`` holds a study with other settings (named), or is not a study folder.
     """
     marker = out / "study.json"
     if marker.is_file():
-        stored = _sweep_values_hidden(json.loads(marker.read_text()).get("resolved"))
-        compared = _sweep_values_hidden(_plain_json(resolved))
-        if stored != compared:
-            changed = sorted(k for k in compared if stored is None or stored.get(k) != compared[k])
+        stored = json.loads(marker.read_text()).get("resolved")
+        compared = _plain_json(resolved)
+        if isinstance(stored, dict) and isinstance(stored.get("generators"), list):
+            compared["generators"] = _generators_grown(out, stored["generators"], compared["generators"])
+            stored = {**stored, "generators": compared["generators"]}  # grown by the rule above, not changed
+        stored, hidden = _sweep_values_hidden(stored), _sweep_values_hidden(compared)
+        if stored != hidden:
+            changed = sorted(k for k in hidden if stored is None or stored.get(k) != hidden[k])
             raise RunError(f"{out}: holds a study with other settings ({', '.join(changed) or 'format'}); "
                            "rerun with the same YAML and flags, or choose another --out")
-    elif out.exists() and any(out.iterdir()):
+        return compared
+    if out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: exists and is not a study folder; choose another --out")
+    return resolved
+
+
+def _generators_grown(out: Path, stored: list, wanted: list) -> list:
+    """The folder's generator entries followed by the new ones of ``wanted``.
+
+    Raises:
+        RunError: an entry of ``wanted`` has the name of a stored one with other settings.
+    """
+    by_name = {g.get("name"): g for g in stored}
+    for entry in wanted:
+        old = by_name.get(entry.get("name"))
+        if old is not None and old != entry:
+            keys = sorted(k for k in {*old, *entry} if old.get(k) != entry.get(k))
+            raise RunError(f"{out}: its generator {entry.get('name')!r} was trained with other settings "
+                           f"({', '.join(keys)}); give the changed entry a new name, or choose another --out")
+    return [*stored, *(g for g in wanted if g.get("name") not in by_name)]
 
 
 def write_study_marker(out: Path, resolved: dict[str, Any]) -> None:

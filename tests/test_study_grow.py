@@ -1,0 +1,68 @@
+"""A study run in parts, one generator after another, into one folder: the units of the generators
+already trained (and of the arms without synthetic images) are reused, not trained again; an entry
+of a trained name with other settings is refused, even after a run that left it out."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medsyn.errors import RunError
+from medsyn.study import StudyRunner
+from medsyn.study.config import study_from_dict
+
+from test_study import TINY
+
+FIRST = {"name": "dc", "model": "dcgan", "per_class": True, "steps": 3, "set": {"width": 0.05, "batch": 8}}
+SECOND = {"name": "mlp", "model": "gan", "steps": 3, "set": {"batch": 8}}
+RAW = {**TINY, "arms": ["real", "synthetic"], "volumes": [1], "tsne": False, "generators": [FIRST]}
+
+
+@pytest.fixture(autouse=True)
+def fewer_bootstrap_resamples(monkeypatch):
+    monkeypatch.setattr("medsyn.study.results.BOOTSTRAP", 50)
+
+
+def _unit_times(out) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "units").rglob("*.json")}
+
+
+def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_path):
+    out = tmp_path / "out"
+    first = StudyRunner(study_from_dict(RAW, tmp_path), out).run()
+    before = _unit_times(out)
+    grown = StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()
+    after = _unit_times(out)
+
+    assert {k: after[k] for k in before} == before  # nothing trained again, nothing rewritten
+    added = sorted(set(after) - set(before))
+    assert added and all("mlp" in key for key in added)
+    assert {r["label"] for r in first["arms"]} == {"real", "synthetic[dc]x1"}
+    assert {r["label"] for r in grown["arms"]} == {"real", "synthetic[dc]x1", "synthetic[mlp]x1"}
+    same = {r["label"]: r for r in first["arms"]}
+    for row in grown["arms"]:
+        if row["label"] in same:
+            assert (row["auc"], row["accuracy"]) == (same[row["label"]]["auc"], same[row["label"]]["accuracy"])
+    marker = json.loads((out / "study.json").read_text())["resolved"]
+    assert [g["name"] for g in marker["generators"]] == ["dc", "mlp"]
+
+
+def test_a_trained_name_keeps_its_settings_even_after_a_run_that_left_it_out(tmp_path):
+    out = tmp_path / "out"
+    StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()
+    # a run of the first entry alone is part of the same folder; the marker still holds both
+    StudyRunner(study_from_dict(RAW, tmp_path), out).prepare()
+    changed = {**SECOND, "steps": 4}
+    with pytest.raises(RunError, match=r"its generator 'mlp' was trained with other settings \(steps\); "
+                                       r"give the changed entry a new name"):
+        StudyRunner(study_from_dict({**RAW, "generators": [FIRST, changed]}, tmp_path), out).prepare()
+    with pytest.raises(RunError, match=r"its generator 'mlp' was trained with other settings"):
+        StudyRunner(study_from_dict({**RAW, "generators": [changed]}, tmp_path), out).prepare()
+
+
+def test_other_changes_beside_a_new_generator_are_still_refused(tmp_path):
+    out = tmp_path / "out"
+    StudyRunner(study_from_dict(RAW, tmp_path), out).run()
+    other = {**RAW, "generators": [FIRST, SECOND], "seeds": [0, 1]}
+    with pytest.raises(RunError, match=r"holds a study with other settings \(seeds\)"):
+        StudyRunner(study_from_dict(other, tmp_path), out).prepare()
