@@ -27,14 +27,19 @@ def _unit_times(out) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "units").rglob("*.json")}
 
 
+def _file_times(folder) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
 def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_path):
     out = tmp_path / "out"
     first = StudyRunner(study_from_dict(RAW, tmp_path), out).run()
-    before = _unit_times(out)
+    before, trained = _unit_times(out), _file_times(out / "generators" / "dc")
     grown = StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()
     after = _unit_times(out)
 
-    assert {k: after[k] for k in before} == before  # nothing trained again, nothing rewritten
+    assert {k: after[k] for k in before} == before  # no classifier unit trained again
+    assert any(k.endswith(".pt") for k in trained) and _file_times(out / "generators" / "dc") == trained
     added = sorted(set(after) - set(before))
     assert added and all("mlp" in key for key in added)
     assert {r["label"] for r in first["arms"]} == {"real", "synthetic[dc]x1"}
