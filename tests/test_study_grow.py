@@ -35,10 +35,20 @@ def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_
     out = tmp_path / "out"
     first = StudyRunner(study_from_dict(RAW, tmp_path), out).run()
     before, trained = _unit_times(out), _file_times(out / "generators" / "dc")
+    real_before = {k: json.loads((out / k).read_text()) for k in before if _is_real(k)}
     grown = StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()
     after = _unit_times(out)
 
-    assert {k: after[k] for k in before} == before  # no classifier unit trained again
+    # no unit trained again; the real arm's units gain the new generator's diagnostics, nothing else
+    assert real_before and {k: after[k] for k in before if not _is_real(k)} == {k: before[k] for k in before
+                                                                                 if not _is_real(k)}
+    for key, unit in real_before.items():
+        now = json.loads((out / key).read_text())
+        assert {k: v for k, v in now.items() if k != "fidelity"} == {k: v for k, v in unit.items() if k != "fidelity"}
+        assert set(unit["fidelity"]) == {"dc"} and set(now["fidelity"]) == {"dc", "mlp"}
+        assert now["fidelity"]["dc"] == unit["fidelity"]["dc"]  # the real network trained again is the same one
+    assert {r["generator"] for r in first["fidelity"]} == {"dc"}
+    assert {r["generator"] for r in grown["fidelity"]} == {"dc", "mlp"}
     assert any(k.endswith(".pt") for k in trained) and _file_times(out / "generators" / "dc") == trained
     added = sorted(set(after) - set(before))
     assert added and all("mlp" in key for key in added)
@@ -50,6 +60,31 @@ def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_
             assert (row["auc"], row["accuracy"]) == (same[row["label"]]["auc"], same[row["label"]]["accuracy"])
     marker = json.loads((out / "study.json").read_text())["resolved"]
     assert [g["name"] for g in marker["generators"]] == ["dc", "mlp"]
+
+
+def _is_real(unit_key: str) -> bool:
+    return unit_key.endswith("/real.json")
+
+
+def test_the_t_sne_is_drawn_again_with_a_generator_that_joins_the_folder(tmp_path, monkeypatch):
+    drawn = []
+
+    def record_tsne(trained, fold, seed, preset, copies, synthetic, figures):
+        drawn.append(sorted(synthetic))
+        figures.mkdir(parents=True, exist_ok=True)
+        (figures / "tsne.png").write_bytes(b"")
+        return figures / "tsne.png"
+
+    monkeypatch.setattr("medsyn.study.diagnostics.tsne_figures", record_tsne)
+    out = tmp_path / "out"
+    StudyRunner(study_from_dict({**RAW, "tsne": True}, tmp_path), out).run()
+    grown = StudyRunner(study_from_dict({**RAW, "tsne": True, "generators": [FIRST, SECOND]}, tmp_path), out)
+    assert grown.prepare() is None and grown.run()["figures"]["tsne"] == "figures/tsne.png"
+    assert drawn == [["dc"], ["dc", "mlp"]]
+    # diagnosed once: a third run finds every unit done and trains nothing
+    again = StudyRunner(study_from_dict({**RAW, "tsne": True, "generators": [FIRST, SECOND]}, tmp_path), out)
+    again.run()
+    assert drawn == [["dc"], ["dc", "mlp"]]
 
 
 def test_a_trained_name_keeps_its_settings_even_after_a_run_that_left_it_out(tmp_path):

@@ -131,7 +131,7 @@ def task_done(runner, task: Task) -> bool:
         if chosen is None:
             return False
         copies = chosen[1]
-    return store.has(classifier_unit_key(cfg, clf, seed, k, spec, copies))
+    return runner.classifier_unit_done(classifier_unit_key(cfg, clf, seed, k, spec, copies), spec)
 
 
 def limit_threads(threads: int) -> None:

@@ -205,15 +205,37 @@ class StudyRunner(GeneratorUnits):
             return
         if not self.store.has(key):
             self._run_classifier(key, clf, seed, fold, spec, copies)
+        elif spec.arm is Arm.REAL and self.undiagnosed(self.store.load(key)):
+            self._diagnose_again(key, clf, seed, fold, copies)
         self._tick()
 
-    def _run_classifier(self, key: str, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int, note: str = "") -> None:
-        """Train ``clf`` on the arm ``spec`` of ``fold``, test it, and store the unit under ``key``."""
-        from medsyn.evaluate.arms import build_arm
-        from medsyn.evaluate.classify import predict_proba, train_classifier
+    def classifier_unit_done(self, key: str, spec: ArmSpec) -> bool:
+        """On disk and, for the real arm, diagnosed with every generator of this plan's study."""
+        return self.store.has(key) and not (spec.arm is Arm.REAL and self.undiagnosed(self.store.load(key)))
 
-        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}" + (f", {note}" if note else ""))
-        started = time.perf_counter()
+    def undiagnosed(self, real_unit: dict) -> list[str]:
+        """The generators a real unit's label fidelity and t-SNE leave out: those added to the folder
+        after it was trained (studies grow one generator at a time)."""
+        diagnosed = real_unit.get("fidelity") or {}
+        return [g.name for g in self.cfg.generators if g.name not in diagnosed]
+
+    def _diagnose_again(self, key: str, clf, seed: int, fold: Fold, copies: int) -> None:
+        """The diagnostics need the trained real-only network, which units do not keep: train it
+        again (the same data and seed; on CPU the same network) and replace only the unit's
+        diagnostics, so every measured value of the real arm stays as it was."""
+        result = self.store.load(key)
+        missing = ", ".join(self.undiagnosed(result))
+        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: real, trained again to diagnose {missing}")
+        trained, _ = self._train_arm(clf, seed, fold, ArmSpec(Arm.REAL), copies)
+        self._diagnose(result, trained, clf, seed, fold)
+        self.store.save(key, result)
+
+    def _train_arm(self, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int):
+        """``clf`` trained on the arm ``spec`` of ``fold`` (early-stopped on its validation images), and
+        the arm's training set."""
+        from medsyn.evaluate.arms import build_arm
+        from medsyn.evaluate.classify import train_classifier
+
         synthetic = self.synthetic_set(spec.generator, fold.index, self.generator_seed_for(seed)) if spec.generator \
             else None
         volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
@@ -223,6 +245,16 @@ class StudyRunner(GeneratorUnits):
         trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
                                    online_augment=self.cfg.classic.preset if online else None,
                                    overrides=dict(clf.set), on_epoch=self._epoch_progress(clf.epochs))
+        return trained, train_set
+
+    def _run_classifier(self, key: str, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int, note: str = "") -> None:
+        """Train ``clf`` on the arm ``spec`` of ``fold``, test it, and store the unit under ``key``."""
+        from medsyn.evaluate.classify import predict_proba
+
+        self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}" + (f", {note}" if note else ""))
+        started = time.perf_counter()
+        trained, train_set = self._train_arm(clf, seed, fold, spec, copies)
+        online = self.cfg.classic.online and spec.arm.uses_classic
         proba = predict_proba(trained, fold.test)
         result = {"classifier": clf.name, "seed": seed, "fold": fold.index, "arm": spec.arm, "generator": spec.generator,
                   "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
