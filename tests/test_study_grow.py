@@ -93,6 +93,17 @@ def test_the_t_sne_is_drawn_again_with_a_generator_that_joins_the_folder(tmp_pat
     assert drawn == [["dc"], ["dc", "mlp"]]
 
 
+def test_a_run_that_leaves_a_generator_out_keeps_its_diagnostics(tmp_path):
+    out = tmp_path / "out"
+    StudyRunner(study_from_dict(RAW, tmp_path), out).run()
+    StudyRunner(study_from_dict({**RAW, "generators": [SECOND]}, tmp_path), out).run()  # dc left out, mlp added
+    real = {k: t for k, t in _unit_times(out).items() if _is_real(k)}
+    assert real and all(set(json.loads((out / k).read_text())["fidelity"]) == {"dc", "mlp"} for k in real)
+    both = StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()
+    assert {k: t for k, t in _unit_times(out).items() if _is_real(k)} == real  # nothing to diagnose again
+    assert {r["generator"] for r in both["fidelity"]} == {"dc", "mlp"}
+
+
 def test_a_trained_name_keeps_its_settings_even_after_a_run_that_left_it_out(tmp_path):
     out = tmp_path / "out"
     StudyRunner(study_from_dict({**RAW, "generators": [FIRST, SECOND]}, tmp_path), out).run()

@@ -227,7 +227,10 @@ class StudyRunner(GeneratorUnits):
         missing = ", ".join(self.undiagnosed(result))
         self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: real, trained again to diagnose {missing}")
         trained, _ = self._train_arm(clf, seed, fold, ArmSpec(Arm.REAL), copies)
+        diagnosed = result.get("fidelity") or {}
         self._diagnose(result, trained, clf, seed, fold)
+        # generators this run leaves out keep theirs: a later run with them needs no retraining
+        result["fidelity"] = {**diagnosed, **result["fidelity"]}
         self.store.save(key, result)
 
     def _train_arm(self, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int):
