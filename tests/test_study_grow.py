@@ -33,6 +33,10 @@ def _file_times(folder) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
+def _is_real(unit_key: str) -> bool:
+    return unit_key.endswith("/real.json")
+
+
 def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_path):
     out = tmp_path / "out"
     first = StudyRunner(study_from_dict(RAW, tmp_path), out).run()
@@ -62,10 +66,6 @@ def test_a_second_generator_joins_the_folder_and_reuses_every_finished_unit(tmp_
             assert (row["auc"], row["accuracy"]) == (same[row["label"]]["auc"], same[row["label"]]["accuracy"])
     marker = json.loads((out / "study.json").read_text())["resolved"]
     assert [g["name"] for g in marker["generators"]] == ["dc", "mlp"]
-
-
-def _is_real(unit_key: str) -> bool:
-    return unit_key.endswith("/real.json")
 
 
 def test_the_t_sne_is_drawn_again_with_a_generator_that_joins_the_folder(tmp_path, monkeypatch):

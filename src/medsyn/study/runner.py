@@ -205,8 +205,10 @@ class StudyRunner(GeneratorUnits):
             return
         if not self.store.has(key):
             self._run_classifier(key, clf, seed, fold, spec, copies)
-        elif spec.arm is Arm.REAL and self.undiagnosed(self.store.load(key)):
-            self._diagnose_again(key, clf, seed, fold, copies)
+        elif spec.arm is Arm.REAL:
+            unit = self.store.load(key)
+            if self.undiagnosed(unit):
+                self._diagnose_again(key, unit, clf, seed, fold, copies)
         self._tick()
 
     def classifier_unit_done(self, key: str, spec: ArmSpec) -> bool:
@@ -219,11 +221,11 @@ class StudyRunner(GeneratorUnits):
         diagnosed = real_unit.get("fidelity") or {}
         return [g.name for g in self.cfg.generators if g.name not in diagnosed]
 
-    def _diagnose_again(self, key: str, clf, seed: int, fold: Fold, copies: int) -> None:
+    def _diagnose_again(self, key: str, result: dict, clf, seed: int, fold: Fold, copies: int) -> None:
         """The diagnostics need the trained real-only network, which units do not keep: train it
         again (the same data and seed; on CPU the same network) and replace only the unit's
-        diagnostics, so every measured value of the real arm stays as it was."""
-        result = self.store.load(key)
+        diagnostics, so every measured value of the real arm stays as it was (``result`` is the unit as
+        stored)."""
         missing = ", ".join(self.undiagnosed(result))
         self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: real, trained again to diagnose {missing}")
         trained, _ = self._train_arm(clf, seed, fold, ArmSpec(Arm.REAL), copies)
@@ -232,6 +234,10 @@ class StudyRunner(GeneratorUnits):
         # generators this run leaves out keep theirs: a later run with them needs no retraining
         result["fidelity"] = {**diagnosed, **result["fidelity"]}
         self.store.save(key, result)
+
+    def _classic_online(self, spec: ArmSpec) -> bool:
+        """Whether the arm's classic augmentation is drawn afresh for every batch instead of added as copies."""
+        return self.cfg.classic.online and spec.arm.uses_classic
 
     def _train_arm(self, clf, seed: int, fold: Fold, spec: ArmSpec, copies: int):
         """``clf`` trained on the arm ``spec`` of ``fold`` (early-stopped on its validation images), and
@@ -242,7 +248,7 @@ class StudyRunner(GeneratorUnits):
         synthetic = self.synthetic_set(spec.generator, fold.index, self.generator_seed_for(seed)) if spec.generator \
             else None
         volume = None if spec.volume is None else float(spec.volume)  # a multiple of each class's real count
-        online = self.cfg.classic.online and spec.arm.uses_classic  # augment every batch instead of adding copies
+        online = self._classic_online(spec)
         train_set = build_arm(spec.arm.without_classic if online else spec.arm, fold.train, synthetic=synthetic,
                               classic_preset=self.cfg.classic.preset, classic_copies=copies, volume=volume, seed=seed)
         trained = train_classifier(clf.name, train_set, fold.val, epochs=clf.epochs, seed=seed, device=self.cfg.device,
@@ -257,7 +263,7 @@ class StudyRunner(GeneratorUnits):
         self.on_unit(f"{clf.name} seed {seed} fold {fold.index}: {spec.label}" + (f", {note}" if note else ""))
         started = time.perf_counter()
         trained, train_set = self._train_arm(clf, seed, fold, spec, copies)
-        online = self.cfg.classic.online and spec.arm.uses_classic
+        online = self._classic_online(spec)
         proba = predict_proba(trained, fold.test)
         result = {"classifier": clf.name, "seed": seed, "fold": fold.index, "arm": spec.arm, "generator": spec.generator,
                   "volume": spec.volume, "label": spec.label, "n_train": len(train_set),
