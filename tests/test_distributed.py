@@ -188,3 +188,33 @@ def test_batch_renormalisation_under_torchrun_uses_the_global_batch(tmp_path):
     for _ in range(2):
         alone = local(batch[:4])
     assert not torch.allclose(ranks[0]["output"], alone.detach(), atol=1e-3)  # statistics of half a batch differ
+
+
+def test_medsyn_leaves_its_process_group_on_every_exit(monkeypatch):
+    # A gloo group still joined at interpreter exit can abort a rank after its work is done
+    # ("terminate called without an active exception"), failing the torchrun job: main() leaves it.
+    import socket
+
+    import torch.distributed as dist
+
+    from medsyn import cli
+    from medsyn.errors import ConfigError
+    from medsyn.train.distributed import leave
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    assert dist.is_initialized()
+
+    def failing_command():
+        raise ConfigError("bad input")
+
+    monkeypatch.setattr(cli, "app", failing_command)
+    monkeypatch.setattr(cli, "_sigterm_as_ctrl_c", lambda: None)  # leave pytest's own SIGTERM handling
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    assert not dist.is_initialized()
+    leave()  # a process that never joined one (or already left) has nothing to leave
+    assert not dist.is_initialized()

@@ -18,6 +18,7 @@ from medsyn.commands.refine import refine_command
 from medsyn.commands.study import study_command
 from medsyn.commands.vtt import vtt_app
 from medsyn.errors import ConfigError, MedsynError
+from medsyn.train.distributed import leave as leave_process_group
 from medsyn.ui import PRESET_NAMES, console, out_console, progress as _progress, say
 
 app = typer.Typer(help="GAN-based synthetic augmentation of medical images.", no_args_is_help=True,
@@ -290,6 +291,8 @@ def main() -> None:
     except MedsynError as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
+    finally:
+        leave_process_group()
 
 
 if __name__ == "__main__":

@@ -103,6 +103,17 @@ def initialise(ctx: Distributed, device: torch.device) -> torch.device:
     return device
 
 
+def leave() -> None:
+    """Leave the process group, if this process joined one.
+
+    Called once as medsyn exits: a process that exits still in a gloo group tears its communication
+    threads down during interpreter shutdown, where a rank can abort ("terminate called without an
+    active exception") after its work is done and fail the whole torchrun job.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics cover the global batch of all ranks.
 
