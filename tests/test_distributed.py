@@ -218,3 +218,31 @@ def test_medsyn_leaves_its_process_group_on_every_exit(monkeypatch):
     assert not dist.is_initialized()
     leave()  # a process that never joined one (or already left) has nothing to leave
     assert not dist.is_initialized()
+
+
+def test_joining_a_process_group_registers_leaving_it_at_exit(monkeypatch):
+    # A Python caller of medsyn.api under torchrun never passes through cli.main's finally.
+    import socket
+
+    import torch.distributed as dist
+
+    from medsyn.train import distributed
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # torchrun's environment for a one-rank group, so the test needs no second process
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    at_exit = []
+    monkeypatch.setattr(distributed.atexit, "register", at_exit.append)
+    device = distributed.initialise(distributed.Distributed(rank=0, world_size=2), torch.device("cpu"))
+    try:
+        assert device == torch.device("cpu") and dist.is_initialized()
+        assert at_exit == [distributed.leave]
+        at_exit[0]()
+        assert not dist.is_initialized()
+    finally:
+        distributed.leave()
+    distributed.initialise(distributed.Distributed(), torch.device("cpu"))  # a single process joins nothing
+    assert at_exit == [distributed.leave] and not dist.is_initialized()

@@ -10,6 +10,7 @@ floating-point tolerance. Rank 0 alone logs and writes checkpoints and grids.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -100,15 +101,19 @@ def initialise(ctx: Distributed, device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # whoever joined leaves at exit: the CLI leaves in main()'s finally, and a Python caller of
+        # medsyn.api under torchrun would otherwise exit still in the group (see leave())
+        atexit.register(leave)
     return device
 
 
 def leave() -> None:
     """Leave the process group, if this process joined one.
 
-    Called once as medsyn exits: a process that exits still in a gloo group tears its communication
-    threads down during interpreter shutdown, where a rank can abort ("terminate called without an
-    active exception") after its work is done and fail the whole torchrun job.
+    Registered at exit by ``initialise`` and called by the CLI as it exits (a second call does
+    nothing): a process that exits still in a gloo group tears its communication threads down
+    during interpreter shutdown, where a rank can abort ("terminate called without an active
+    exception") after its work is done and fail the whole torchrun job.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
