@@ -11,7 +11,9 @@ copies its training images therefore scores ratio 1 at best. Precision and recal
 al. 2019, k=3) compare the same synthetic and reference Inception features. Diversity is, for the
 least varied class, the mean pairwise distance between its synthetic images' Inception features
 over the same for its real training images (1: as varied as the real class; a class drawn as one
-repeated image scores 0).
+repeated image scores 0). Pattern is the fixed-pattern coherence of the synthetic images
+(``medsyn.metrics.texture``: about 1 when each image's fine texture is its own, up to sqrt(n) when
+all share one, as a checkerboard drawn at the same pixels in every sample), beside the real images'.
 
 Every --every minutes of training (evaluation time excluded) and at the end, the run stops at a
 step boundary (its checkpoint saved), is evaluated from its folder as a user would (the EMA
@@ -45,6 +47,7 @@ from medsyn.metrics.cache import FeatureCache
 from medsyn.metrics.features import FeatureExtractor, InceptionExtractor
 from medsyn.metrics.fid import SmallSampleWarning, compute_features, fid_from_features
 from medsyn.metrics.prdc import precision_recall
+from medsyn.metrics.texture import fixed_pattern_coherence
 from medsyn.recipes import load_config_layer
 from medsyn.sample import load_generator, synthesize
 from medsyn.train.run import DataOptions, PreparedRun, execute_run, prepare_run
@@ -52,7 +55,7 @@ from medsyn.train.run import DataOptions, PreparedRun, execute_run, prepare_run
 PR_K = 3  # Kynkäänniemi et al.'s neighbourhood size
 UNBOUNDED_STEPS = 10**9  # the clock, not the step count, ends the run unless the user gives steps or epochs
 LINE = ("{minutes:5.1f} min  step {step:5d}  FID {fid:.2f} floor {floor:.2f} ratio {ratio:.3f}  "
-        "precision {precision:.3f} recall {recall:.3f}  diversity {diversity:.2f}")
+        "precision {precision:.3f} recall {recall:.3f}  diversity {diversity:.2f}  pattern {pattern:.2f} (real {pattern_real:.2f})")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Scores:
     precision: float
     recall: float
     diversity: float  # the least diverse class: its within-class spread over the real images' (1 = as varied)
+    pattern: float  # fixed-pattern coherence of the synthetic images (medsyn.metrics.texture; ~1 independent textures)
+    pattern_real: float  # the same for the n real training images
 
     @property
     def ratio(self) -> float:
@@ -138,15 +143,16 @@ class Evaluator:
     reference: np.ndarray
     real: np.ndarray  # features of the n real training images, class-major by quota
     floor: float
+    pattern_real: float  # fixed-pattern coherence of the same n real images
 
     @classmethod
     def build(cls, train: LabeledImages, reference: LabeledImages, n: int, seed: int, extractor: FeatureExtractor,
               cache: FeatureCache | None, device: str) -> "Evaluator":
         quota = class_quota(train.class_counts(), n)
         ref = compute_features(reference, extractor, cache=cache, device=device)
-        real = compute_features(train.images[proportional_draw(train.labels, quota, seed)], extractor, cache=cache,
-                                device=device)
-        return cls(extractor, cache, device, seed, quota, ref, real, fid(real, ref))
+        real_images = train.images[proportional_draw(train.labels, quota, seed)]
+        real = compute_features(real_images, extractor, cache=cache, device=device)
+        return cls(extractor, cache, device, seed, quota, ref, real, fid(real, ref), fixed_pattern_coherence(real_images))
 
     def synthetic(self, run_dir: Path) -> tuple[np.ndarray, int]:
         """(n synthetic images drawn with the training proportions, the checkpoint's step)."""
@@ -162,7 +168,8 @@ class Evaluator:
         precision, recall = precision_recall(self.reference, feats, k=PR_K)
         quota = self.quota if len(feats) == len(self.real) else [len(feats)]
         diversity = diversity_ratio(feats, self.real, self.quota) if quota == self.quota else float("nan")
-        return Scores(minutes, step, fid(feats, self.reference), self.floor, precision, recall, diversity)
+        return Scores(minutes, step, fid(feats, self.reference), self.floor, precision, recall, diversity,
+                      fixed_pattern_coherence(images), self.pattern_real)
 
 
 @functools.lru_cache(maxsize=2)

@@ -59,14 +59,16 @@ def plot(reports: list[dict], out: Path, title: str, targets: list[float]) -> No
 
 def table(reports: list[dict]) -> str:
     """Markdown rows: data, model, seed, the final evaluation's numbers, and the best ratio on the way."""
-    lines = ["| run | minutes | steps | FID | floor | ratio | best ratio (at min) | precision | recall | diversity |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
+    lines = ["| run | minutes | steps | FID | floor | ratio | best ratio (at min) | precision | recall | diversity "
+             "| pattern (real) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for report in reports:
         last = report["evaluations"][-1]
         best = min(report["evaluations"], key=lambda e: e["ratio"])
         lines.append(f"| {label(report)} | {last['minutes']:.1f} | {last['step']} | {last['fid']:.2f} | "
                      f"{last['floor']:.2f} | {last['ratio']:.3f} | {best['ratio']:.3f} ({best['minutes']:.0f}) | "
-                     f"{last['precision']:.3f} | {last['recall']:.3f} | {last.get('diversity', float('nan')):.2f} |")
+                     f"{last['precision']:.3f} | {last['recall']:.3f} | {last.get('diversity', nan):.2f} | "
+                     f"{last.get('pattern', nan):.2f} ({last.get('pattern_real', nan):.2f}) |")  # runs before 'pattern': nan
     return "\n".join(lines)
 
 

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 import quality  # noqa: E402
 
 LINE = re.compile(r"^ *(\d+\.\d) min  step +(\d+)  FID (\d+\.\d\d) floor (\d+\.\d\d) ratio (\d+\.\d{3})  "
-                  r"precision (\d\.\d{3}) recall (\d\.\d{3})  diversity (\d+\.\d\d|nan)$")
+                  r"precision (\d\.\d{3}) recall (\d\.\d{3})  diversity (\d+\.\d\d|nan)  "
+                  r"pattern (\d+\.\d\d|nan) \(real (\d+\.\d\d|nan)\)$")
 TINY = ["--model", "dcgan", "--set", "per_class=false", "--set", "width=0.0625", "--set", "batch=8", "--device", "cpu"]
 
 
@@ -73,7 +74,7 @@ def test_quality_json_holds_the_printed_numbers(bench_run):
     for entry, line in zip(report["evaluations"], printed):
         assert entry["ratio"] == entry["fid"] / entry["floor"]
         scores = quality.Scores(**{k: entry[k] for k in ("minutes", "step", "fid", "floor", "precision", "recall",
-                                                         "diversity")})
+                                                         "diversity", "pattern", "pattern_real")})
         assert scores.line() == line
 
 
@@ -142,3 +143,15 @@ def test_within_class_spread_and_diversity():
     varied = np.array([[0.0, 0], [3, 4], [0, 0], [6, 8], [1, 1]])  # class 1 of the reference spread 10 apart
     assert quality.diversity_ratio(feats, varied, [2, 2, 1]) == 0.0  # the collapsed class decides
     assert quality.diversity_ratio(varied, feats[[0, 1, 0, 1, 4]], [2, 2, 1]) == pytest.approx(1.0)
+
+
+def test_pattern_bench_repeats_the_last_evaluations_pattern_from_the_run_folder(bench_run, capsys):
+    import pattern
+
+    root, _ = bench_run
+    last = json.loads((root / "run" / "quality.json").read_text())["evaluations"][-1]
+    assert pattern.main([str(root / "run")]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.endswith(f"step {last['step']}  n 4  pattern {last['pattern']:.2f} (real {last['pattern_real']:.2f})")
+    assert pattern.main([str(root / "run"), "--n", "1000"]) == 2  # more than the training images: one line, status 2
+    assert "n must be between 2 and the" in capsys.readouterr().err

@@ -42,7 +42,8 @@ def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels
 
 @pytest.mark.parametrize("name,overrides", [("dcgan", {"per_class": False}), ("dcgan", {}), ("wgan-gp", {"critic_steps": 2}),
                                             ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"}),
-                                            ("wgan-gp", {"critic_steps": 2, "gp_every": 3})])
+                                            ("wgan-gp", {"critic_steps": 2, "gp_every": 3}),
+                                            ("sngan", {"noise_inputs": True})])
 def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
     data = make_npz()
     straight, _ = _train(tmp_path / "straight", data, model=name, steps=4, **overrides)

@@ -45,8 +45,8 @@ def only_for(default: Any, *families: str) -> Any:
 
     Setting it for a model of another family is an error (``check_family_keys``), not a value that
     is saved and silently ignored. Tags: "gan" (every generator GAN), "refiner" (every refiner),
-    "simgan", "unit" (unit and munit), and the objectives' "gradient-penalty" (wgan-gp, wgan-gp-drift)
-    and "weight-clipping" (wgan-clip).
+    "simgan", "unit" (unit and munit), "lungct-gan", "sngan", and the objectives'
+    "gradient-penalty" (wgan-gp, wgan-gp-drift) and "weight-clipping" (wgan-clip).
     """
     return dataclasses.field(default=default, metadata={"families": families})
 
@@ -80,6 +80,7 @@ class TrainConfig:
     micro_batch: int | None = only_for(None, "gan")
     kernel: int = only_for(3, "lungct-gan")  # the lung-CT paper's Fig. 1 compares 3x3 (its choice) with 5x5
     pixel_range: str = only_for("-1,1", "lungct-gan")  # "0,2": the lung-CT paper's intensity scaling
+    noise_inputs: bool = only_for(False, "sngan")  # StyleGAN's per-pixel noise inputs in the generator (models/noise.py)
     gp_weight: float = only_for(10.0, "gradient-penalty")  # WGAN-GP penalty
     # Lazy penalty (StyleGAN2's lazy regularisation): the gradient penalty on every gp_every-th critic
     # update only, weighted gp_every times, so the average pull is unchanged and its double backward

@@ -40,6 +40,7 @@ class NetOptions:
     width: float = 1.0  # multiplies every channel count; 1.0 is the paper's network, tests use ~0.0625
     kernel: int = 3  # convolution side, for the models that offer it (lungct-gan)
     pixel_offset: float = 0.0  # added to the [-1, 1] images the networks see (1: the lung-CT paper's [0, 2])
+    noise_inputs: bool = False  # StyleGAN's per-pixel noise after the generator's convolutions (sngan)
 
 
 class Conditioning(StrEnum):

@@ -103,7 +103,8 @@ class Networks:
 def build_networks(spec: ModelSpec, cfg: TrainConfig, size: int, channels: int, num_classes: int) -> Networks:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"image size {size} is outside {MIN_SIZE}..{MAX_SIZE}; pass --set size=64 to resize")
-    options = NetOptions(z_dim=cfg.z_dim, width=cfg.width, kernel=cfg.kernel, pixel_offset=PIXEL_OFFSETS[cfg.pixel_range])
+    options = NetOptions(z_dim=cfg.z_dim, width=cfg.width, kernel=cfg.kernel, pixel_offset=PIXEL_OFFSETS[cfg.pixel_range],
+                         noise_inputs=cfg.noise_inputs)
     if cfg.per_class:
         single = ImageSpec(size, channels, 0)
         G = PerClassGenerator([create_generator(spec.name, single, options) for _ in range(num_classes)])
