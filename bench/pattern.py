@@ -18,11 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from quality import class_quota, proportional_draw
+from quality import class_quota, real_draw, synthetic_draw
 
 from medsyn.errors import MedsynError
 from medsyn.metrics.texture import fixed_pattern_coherence
-from medsyn.sample import load_generator, synthesize
 from medsyn.train.run import prepare_run
 
 DEFAULT_N = 500
@@ -39,13 +38,8 @@ def measure(run: Path, n: int | None, seed: int | None, device: str) -> tuple[fl
     if n < 2 or n > len(train):
         raise MedsynError(f"{run}: n must be between 2 and the {len(train)} training images, got {n}")
     quota = class_quota(train.class_counts(), n)
-    real = train.images[proportional_draw(train.labels, quota, seed)]
-    loaded = load_generator(run, device)
-    if max(1, loaded.model["num_classes"]) != len(quota):
-        quota = [n]  # an unconditional generator: one pool, as the bench draws it
-    images, labels = synthesize(loaded, max(quota), seed)
-    synthetic = images[proportional_draw(labels, quota, seed)]
-    return fixed_pattern_coherence(synthetic), fixed_pattern_coherence(real), n, loaded.step
+    synthetic, step = synthetic_draw(run, quota, seed, device)
+    return fixed_pattern_coherence(synthetic), fixed_pattern_coherence(real_draw(train, quota, seed)), n, step
 
 
 def main(argv: list[str] | None = None) -> int:

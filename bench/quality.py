@@ -121,6 +121,20 @@ def proportional_draw(labels: np.ndarray, quota: list[int], seed: int) -> np.nda
                            for k, count in enumerate(quota)]).astype(np.int64)
 
 
+def real_draw(train: LabeledImages, quota: list[int], seed: int) -> np.ndarray:
+    """The n real training images both sides are compared with, class-major by ``quota``."""
+    return train.images[proportional_draw(train.labels, quota, seed)]
+
+
+def synthetic_draw(run_dir: Path, quota: list[int], seed: int, device: str) -> tuple[np.ndarray, int]:
+    """(n synthetic images of the run's EMA generator drawn with ``quota``'s proportions, the checkpoint's step)."""
+    loaded = load_generator(run_dir, device)
+    classes = max(1, loaded.model["num_classes"])
+    quota = quota if classes == len(quota) else [sum(quota)]  # unconditional: one pool
+    images, labels = synthesize(loaded, max(quota), seed)
+    return images[proportional_draw(labels, quota, seed)], loaded.step
+
+
 @dataclass
 class Evaluator:
     """Scores a run folder against fixed reference features; the floor is computed once, at build time.
@@ -150,17 +164,13 @@ class Evaluator:
               cache: FeatureCache | None, device: str) -> "Evaluator":
         quota = class_quota(train.class_counts(), n)
         ref = compute_features(reference, extractor, cache=cache, device=device)
-        real_images = train.images[proportional_draw(train.labels, quota, seed)]
+        real_images = real_draw(train, quota, seed)
         real = compute_features(real_images, extractor, cache=cache, device=device)
         return cls(extractor, cache, device, seed, quota, ref, real, fid(real, ref), fixed_pattern_coherence(real_images))
 
     def synthetic(self, run_dir: Path) -> tuple[np.ndarray, int]:
         """(n synthetic images drawn with the training proportions, the checkpoint's step)."""
-        loaded = load_generator(run_dir, self.device)
-        classes = max(1, loaded.model["num_classes"])
-        quota = self.quota if classes == len(self.quota) else [sum(self.quota)]  # unconditional: one pool
-        images, labels = synthesize(loaded, max(quota), self.seed)
-        return images[proportional_draw(labels, quota, self.seed)], loaded.step
+        return synthetic_draw(run_dir, self.quota, self.seed, self.device)
 
     def __call__(self, run_dir: Path, minutes: float) -> Scores:
         images, step = self.synthetic(run_dir)
