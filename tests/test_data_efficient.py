@@ -15,7 +15,7 @@ from medsyn.train.run import DataOptions, execute_run, prepare_run
 GENERATORS = [n for n in MODELS if MODELS.get(n).role == "generator"]
 TINY = {"width": 0.0625, "batch": 4, "log_every": 1, "ckpt_every": 100, "grid_every": 100, "device": "cpu"}
 EFFICIENT = {"diffaug": "color,translation,cutout", "ada_target": 0.6, "ada_kimg": 0.02, "r1": 1.0, "r1_every": 1,
-             "spectral_norm": True}
+             "spectral_norm": True, "lecam": 0.3}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: a second thread only adds contention
@@ -34,10 +34,13 @@ def test_every_generator_trains_with_every_option(tmp_path, make_npz, name):
     stats = result.last_stats
     assert result.step == 2 and np.isfinite(list(stats.values())).all()
     assert "r1" in stats and "ada_p" in stats  # R1 on every update (r1_every=1), ADA's p shown
+    assert stats["lecam"] >= 0 and "lecam_anchor_real" in stats  # LeCam from the second update on
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert any("parametrizations" in key for key in state["discriminator"])  # spectral norm on D's weights
     assert not any("parametrizations" in key for key in state["generator"])
     assert state["augment"]["ada"]["p"] == pytest.approx(stats["ada_p"])
+    assert state["loss"]["lecam"]["anchors"].tolist() == pytest.approx(
+        [stats["lecam_anchor_real"], stats["lecam_anchor_fake"]])
     assert state["model"]["objective"] == (objective or {"objective": MODELS.get(name).objective})["objective"]
 
 

@@ -58,10 +58,11 @@ def largest_difference(run_a: Path, run_b: Path) -> float:
     pytest.param(["--model", "dcgan", "--per-class", "--set", "optimizer=sgd"], marks=pytest.mark.slow),
     ["--model", "wgan-gp", "--set", "critic_steps=2"],
     ["--model", "pggan", "--set", "optimizer=sgd"],  # minibatch std over groups that shards keep whole
-    # DiffAugment and ADA draw for the global batch and keep the shard; ADA's r_t sums over ranks
+    # DiffAugment and ADA draw for the global batch and keep the shard; ADA's r_t sums over ranks;
+    # LeCam's anchors average the ranks' mean scores
     ["--model", "dcgan", "--set", "optimizer=sgd", "--set", "diffaug=color,translation,cutout",
      "--set", "ada_target=0.1", "--set", "ada_kimg=0.01", "--set", "r1=1", "--set", "r1_every=2",
-     "--set", "spectral_norm=true"],
+     "--set", "spectral_norm=true", "--set", "lecam=0.3"],
 ], ids=["dcgan-conditional", "dcgan-per-class", "wgan-gp", "pggan", "dcgan-data-efficient"])
 def test_two_processes_match_one(tmp_path, phantoms, model):
     args = ["--data", str(phantoms), *model, "--steps", "3", *TINY]

@@ -29,11 +29,15 @@ def test_passes_cover_the_batch_in_order():
     assert passes(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
 
 
-def test_passes_give_the_whole_batch_update(tmp_path, make_npz):
-    """WGAN-GP's layer-norm critic, with the gradient penalty on each pass's interpolates."""
+@pytest.mark.parametrize("options", [{}, {"lecam": 0.3}], ids=["plain", "lecam"])
+def test_passes_give_the_whole_batch_update(tmp_path, make_npz, options):
+    """WGAN-GP's layer-norm critic, with the gradient penalty on each pass's interpolates; LeCam's
+    anchors move once per update, from the whole batch's mean scores."""
     data = make_npz()
-    whole = _train(tmp_path / "whole", data, model="wgan-gp")
-    split = _train(tmp_path / "split", data, model="wgan-gp", micro_batch=2)
+    whole = _train(tmp_path / "whole", data, model="wgan-gp", **options)
+    split = _train(tmp_path / "split", data, model="wgan-gp", micro_batch=2, **options)
+    if options:
+        assert _max_difference(whole["loss"]["lecam"], split["loss"]["lecam"]) < 1e-5
     for net in ("generator", "discriminator"):
         assert _max_difference(whole[net], split[net]) < 1e-5, net
     # and it is not vacuous: a step moves the weights far more than the passes changed them

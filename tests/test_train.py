@@ -43,7 +43,7 @@ def test_every_model_trains_and_samples(tmp_path, make_npz, name, size, channels
 @pytest.mark.parametrize("name,overrides", [("dcgan", {"per_class": False}), ("dcgan", {}), ("wgan-gp", {"critic_steps": 2}),
                                             ("lungct-gan", {}), ("acgan", {"augment": "liver-lesion"}),
                                             ("wgan-gp", {"critic_steps": 2, "gp_every": 3}),
-                                            ("sngan", {"noise_inputs": True})])
+                                            ("sngan", {"noise_inputs": True}), ("sngan", {"lecam": 0.3})])
 def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
     data = make_npz()
     straight, _ = _train(tmp_path / "straight", data, model=name, steps=4, **overrides)
@@ -53,6 +53,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, make_npz, name, overrides):
     a, b = straight.trainer.state_dict(), resumed.trainer.state_dict()
     for key in ("generator", "discriminator", "generator_ema"):
         assert _states_equal(a[key], b[key]), key
+    if overrides.get("lecam"):
+        assert torch.equal(a["loss"]["lecam"]["anchors"], b["loss"]["lecam"]["anchors"])
 
 
 def test_same_seed_same_samples(tmp_path, make_npz):

@@ -98,6 +98,7 @@ class TrainConfig:
     ada_kimg: float = only_for(100.0, "gan")  # ADA: thousands of images for p to move from 0 to 1 (StyleGAN2-ADA: 500)
     r1: float = only_for(0.0, "gan")  # R1 penalty weight gamma: gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018)
     r1_every: int = only_for(16, "gan")  # lazy R1: every r1_every-th critic update, weighted to match (StyleGAN2)
+    lecam: float = only_for(0.0, "gan")  # LeCam regularisation weight lambda (Tseng et al. 2021: 0.3 with DiffAugment); 0 = off
     spectral_norm: bool = only_for(False, "gan", "refiner")  # spectral normalisation of the discriminator's weights (Miyato et al. 2018)
     # refiners (brain-MRI paper, Tables 2 and 3)
     lr_halve_every: int | None = only_for(None, "refiner")  # halve both lrs every N steps (UNIT/MUNIT: every 20k of 100k)
@@ -150,8 +151,8 @@ class TrainConfig:
             raise ConfigError(f"lr_halve_every must be at least 1, got {self.lr_halve_every}")
         if self.ada_target is not None and not 0.0 < self.ada_target < 1.0:
             raise ConfigError(f"ada_target must be in (0, 1) (StyleGAN2-ADA: 0.6), got {self.ada_target}")
-        if self.ada_kimg <= 0 or self.r1 < 0:
-            raise ConfigError("ada_kimg must be positive and r1 at least 0")
+        if self.ada_kimg <= 0 or self.r1 < 0 or self.lecam < 0:
+            raise ConfigError("ada_kimg must be positive, and r1 and lecam at least 0")
 
 
 FAMILY_NAMES = {

@@ -93,6 +93,7 @@ class GanTrainer:
             "opt_d": self.opt_d.state_dict(),
             "scaler": {},  # bf16 autocast needs no loss scaler; kept so fp16 can be added without a format change
             "augment": self.critic_input.state_dict(self.ctx),  # ADA's p and its running statistic
+            "loss": self.loss.state_dict(),  # LeCam's anchors
             "rng": rng_state(),
             "config": to_dict(self.cfg),
             "precision": self.precision,  # what `amp` came to on this device (config.yaml says only what was asked)
@@ -109,6 +110,7 @@ class GanTrainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.critic_input.load_state_dict(state.get("augment", {}))
+        self.loss.load_state_dict(state.get("loss", {}))
         set_rng_state(state["rng"])
         self.step = int(state["step"])
 
@@ -138,6 +140,7 @@ class GanTrainer:
                     fake = self.G_step(z, batch.labels, *batch.generator_args)
             stats = self._critic_update(batch, fake.detach(), context)
             self.loss.after_d_step(self.D)
+            stats.update(self.loss.after_d_update(stats, self.ctx))
             stats.update(self.critic_input.after_d_update(stats, len(batch.real), context.update + 1,
                                                           self.images_per_step, self.ctx))
         stats_g = self._generator_update(batch, fake, context)

@@ -4,7 +4,7 @@ Discriminators return ``(score, class_logits)``; ``score`` is a logit for BCE (t
 sigmoid lives here, in ``softplus``, for numerical stability), a margin score for hinge and a critic
 value for the Wasserstein objectives. Terms that do not depend on the objective are added by the
 base class: the auxiliary class cross-entropy whenever the discriminator has a classifier head
-(ACGAN, Odena et al. 2017) and the R1 penalty when ``r1`` > 0.
+(ACGAN, Odena et al. 2017), the R1 penalty when ``r1`` > 0 and LeCam's when ``lecam`` > 0.
 
 Nothing is set on a loss object from outside: what changes from one update to the next (which
 critic update this is, how the batch is sharded under torchrun) arrives as a ``StepContext``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import Tensor
 from medsyn.config import Objective, TrainConfig
 from medsyn.registry import Registry
 from medsyn.train.distributed import SINGLE, Distributed
+from medsyn.train.lecam import LeCamRegulariser
 
 Critic = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]  # D as a loss calls it
 Stats = dict[str, Tensor]
@@ -52,15 +53,17 @@ class StepContext:
 
 class GanLoss(ABC):
     """Base of every objective: the adversarial terms come from the subclass; this adds the
-    auxiliary classifier and R1 terms, which do not depend on the objective.
+    auxiliary classifier, R1 and LeCam terms, which do not depend on the objective.
 
     Args:
         r1: R1 weight gamma (penalty gamma/2 E|grad_x D(x_real)|^2); 0 turns it off.
         r1_every: compute R1 on every r1_every-th critic update only, weighted r1_every times.
+        lecam: LeCam weight lambda (medsyn.train.lecam); 0 turns it off.
     """
 
-    def __init__(self, r1: float = 0.0, r1_every: int = 1):
+    def __init__(self, r1: float = 0.0, r1_every: int = 1, lecam: float = 0.0):
         self.r1, self.r1_every = r1, r1_every
+        self.lecam = LeCamRegulariser(lecam) if lecam > 0 else None
 
     # ---- what an objective defines ---------------------------------------------------------------
     @abstractmethod
@@ -79,6 +82,21 @@ class GanLoss(ABC):
     def after_d_step(self, D: torch.nn.Module) -> None:
         """Hook after each discriminator update (weight clipping for WGAN)."""
 
+    # ---- the loss object's own state: LeCam's anchors ------------------------------------------
+    def after_d_update(self, stats: Stats, dist: Distributed = SINGLE) -> Stats:
+        """After each discriminator update, from the update's statistics (the whole batch's mean
+        ``d_real`` and ``d_fake`` on this process): moves LeCam's anchors; returns what to log."""
+        if self.lecam is None:
+            return {}
+        return self.lecam.update(stats["d_real"], stats["d_fake"], dist)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.lecam is None else {"lecam": self.lecam.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.lecam is not None and "lecam" in state:
+            self.lecam.load_state_dict(state["lecam"])
+
     # ---- what the trainer calls --------------------------------------------------------------------
     def d_loss(self, critic: Critic, real: Tensor, fake: Tensor, labels: Tensor | None,
                step: StepContext = StepContext()) -> tuple[Tensor, Stats]:
@@ -88,9 +106,14 @@ class GanLoss(ABC):
         real_score, real_cls = critic(real, labels)
         fake_score, fake_cls = critic(fake, labels)
         loss, stats = self.critic_terms(real_score, fake_score)
+        stats.update(d_real=real_score.detach().float().mean(), d_fake=fake_score.detach().float().mean())
         penalty, penalty_stats = self.penalties(critic, real, fake, labels, real_score, step)
         loss = loss + penalty
         stats.update(penalty_stats)
+        if self.lecam is not None:
+            penalty, penalty_stats = self.lecam.penalty(real_score, fake_score)
+            loss = loss + penalty
+            stats.update(penalty_stats)
         if real_cls is not None:
             klass = F.cross_entropy(real_cls.float(), labels) + F.cross_entropy(fake_cls.float(), labels)
             loss = loss + klass
@@ -117,8 +140,7 @@ class NonSaturatingLoss(GanLoss):
     """The GAN of Goodfellow et al. (BCE), as the papers' dcgan, gan, cgan, lungct-gan and acgan use it."""
 
     def critic_terms(self, real_score, fake_score):
-        loss = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
-        return loss, {"d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
+        return F.softplus(-real_score).mean() + F.softplus(fake_score).mean(), {}
 
     def generator_term(self, fake_score):
         return F.softplus(-fake_score).mean()  # non-saturating: maximise log D(G(z))
@@ -128,8 +150,7 @@ class HingeLoss(GanLoss):
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D pushes real scores above 1 and fakes below -1."""
 
     def critic_terms(self, real_score, fake_score):
-        loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
-        return loss, {"d_real": real_score.detach().mean(), "d_fake": fake_score.detach().mean()}
+        return F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean(), {}
 
     def generator_term(self, fake_score):
         return -fake_score.mean()
@@ -218,5 +239,5 @@ def objective_families(objective: Objective) -> frozenset[str]:
 
 
 def build_loss(objective: Objective | str, cfg: TrainConfig) -> GanLoss:
-    """The loss object of ``objective`` with the run's regularisers (R1)."""
-    return LOSSES.get(str(objective))(cfg, {"r1": cfg.r1, "r1_every": cfg.r1_every})
+    """The loss object of ``objective`` with the run's regularisers (R1, LeCam)."""
+    return LOSSES.get(str(objective))(cfg, {"r1": cfg.r1, "r1_every": cfg.r1_every, "lecam": cfg.lecam})
