@@ -155,3 +155,26 @@ def test_pattern_bench_repeats_the_last_evaluations_pattern_from_the_run_folder(
     assert printed.endswith(f"step {last['step']}  n 4  pattern {last['pattern']:.2f} (real {last['pattern_real']:.2f})")
     assert pattern.main([str(root / "run"), "--n", "1000"]) == 2  # more than the training images: one line, status 2
     assert "n must be between 2 and the" in capsys.readouterr().err
+
+
+def test_critic_scores_bench_reads_the_runs_discriminator_on_three_kinds_of_image(bench_run, phantoms, capsys):
+    import critic_scores
+
+    root, _ = bench_run
+    judged, step = critic_scores.scores(root / "run", str(phantoms[1]), None, seed=0)
+    again, _ = critic_scores.scores(root / "run", str(phantoms[1]), None, seed=0)
+    assert set(judged) == {"train", "held-out", "generated"}
+    assert all(np.array_equal(judged[k], again[k]) for k in judged)  # seeded: the same scores twice
+    assert len(judged["train"]) == len(judged["held-out"]) == 6  # the 6 held-out phantoms bound n
+    assert step == json.loads((root / "run" / "quality.json").read_text())["evaluations"][-1]["step"]
+    assert critic_scores.main([str(root / "run"), "--reference", str(phantoms[1])]) == 0
+    assert capsys.readouterr().out.startswith(f"{root / 'run'}: step {step}  n 6  D(train) ")
+
+
+def test_critic_scores_summary_is_the_share_below_and_adas_validation_heuristic():
+    import critic_scores
+
+    judged = {"train": np.array([1.0, 1.0]), "held-out": np.array([-1.0, 0.0]), "generated": np.array([0.0, 0.0])}
+    line = critic_scores.summary(Path("RUN"), judged, 7)
+    assert line.startswith("RUN: step 7  n 2  D(train) +1.000 sd 0.000  D(held-out) -0.500 sd 0.500")
+    assert line.endswith("held-out below generated 0.50  r_v 1.50")  # (1 - -0.5) / (1 - 0)
