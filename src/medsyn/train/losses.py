@@ -1,4 +1,4 @@
-"""One loss object per GAN objective; the trainer calls ``d_loss``, ``g_loss`` and ``after_d_step``.
+"""One loss object per GAN objective; the trainer calls ``d_loss``, ``g_loss``, ``after_d_step`` and ``after_d_update``.
 
 Discriminators return ``(score, class_logits)``; ``score`` is a logit for BCE (the papers' final
 sigmoid lives here, in ``softplus``, for numerical stability), a margin score for hinge and a critic
