@@ -55,14 +55,17 @@ def scores(run: Path, reference: str | None, n: int | None, seed: int) -> tuple[
         raise MedsynError(f"{run}: needs at least 2 training and 2 held-out images, got {n}")
     torch.manual_seed(seed)
     G, D, device = trainer.G.train(), trainer.D.eval(), trainer.device
+    draws = {"train": _first(train, n), "held-out": _first(held_out, n)}
     out = {}
-    for name, (images, labels) in (("train", _first(train, n)), ("held-out", _first(held_out, n))):
+
+    def judge(name: str, images: torch.Tensor, labels: torch.Tensor) -> None:
         judged, _ = D(trainer.critic_input(images.to(device)), labels.to(device))
         out[name] = judged.float().flatten().cpu().numpy()
-    labels = _first(train, n)[1].to(device)  # the training draw's classes
-    fake = G(sample_latent(n, trainer.cfg, device), labels)
-    judged, _ = D(trainer.critic_input(fake), labels)
-    out["generated"] = judged.float().flatten().cpu().numpy()
+
+    for name, (images, labels) in draws.items():
+        judge(name, images, labels)
+    labels = draws["train"][1].to(device)  # generated for the training draw's classes, after the real draws
+    judge("generated", G(sample_latent(n, trainer.cfg, device), labels), labels)
     return out, trainer.step
 
 
