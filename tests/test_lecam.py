@@ -49,16 +49,28 @@ def test_the_loss_adds_lecam_only_when_asked_and_pulls_the_scores_together():
 
     plain = build_loss("hinge", TrainConfig(model="sngan"))
     assert plain.lecam is None and plain.state_dict() == {}
-    assert plain.after_d_update({"d_real": torch.tensor(1.0), "d_fake": torch.tensor(0.0)}) == {}
+    assert plain.after_d_update(torch.nn.Identity(), {"d_real": torch.tensor(1.0), "d_fake": torch.tensor(0.0)}) == {}
     loss = build_loss("hinge", TrainConfig(model="sngan", lecam=0.3))
     _, first = loss.d_loss(critic, real, fake, None)
     assert "lecam" not in first  # the first update only sets the anchors
-    loss.after_d_update(first)
+    loss.after_d_update(torch.nn.Identity(), first)
     assert loss.lecam.anchors.tolist() == pytest.approx([first["d_real"].item(), first["d_fake"].item()])
     total, stats = loss.d_loss(critic, real, fake, None)
     assert stats["lecam"] > 0
     (grad,) = torch.autograd.grad(total - plain.d_loss(critic, real, fake, None)[0], weight)
     assert grad > 0  # the penalty's pull: a larger separation of the scores costs more
+
+
+def test_weight_clipping_and_lecam_share_the_one_hook_after_each_critic_update():
+    """WGAN's clipping extends the base hook, so a clipped critic with LeCam gets both."""
+    loss = build_loss("wgan-clip", TrainConfig(model="wgan", clip=0.05, lecam=0.3))
+    D = torch.nn.Linear(8, 1)
+    torch.nn.init.uniform_(D.weight, -1.0, 1.0)
+    assert D.weight.abs().max() > 0.05
+    logged = loss.after_d_update(D, {"d_real": torch.tensor(0.7), "d_fake": torch.tensor(-0.2)})
+    assert all(p.abs().max() <= 0.05 for p in D.parameters())
+    assert loss.lecam.anchors.tolist() == pytest.approx([0.7, -0.2])
+    assert set(logged) == {"lecam_anchor_real", "lecam_anchor_fake"}
 
 
 def test_lecam_is_checked_and_belongs_to_generator_gans(tmp_path, make_npz):

@@ -132,13 +132,14 @@ def test_the_generator_step_leaves_the_critics_gradients_alone(tmp_path, make_np
     prepared, _ = _train(tmp_path / "run", make_npz(), model=name, steps=1)
     trainer = prepared.trainer
     used_by_d_step = {}
-    after_d = trainer.loss.after_d_step
+    after_d = trainer.loss.after_d_update
 
-    def record(D):
-        after_d(D)
+    def record(D, stats, dist):
+        logged = after_d(D, stats, dist)
         used_by_d_step.update({n: p.grad.clone() for n, p in D.named_parameters() if p.grad is not None})
+        return logged
 
-    trainer.loss.after_d_step = record
+    trainer.loss.after_d_update = record
     before = {n: p.detach().clone() for n, p in trainer.D.named_parameters()}
     trainer.train_step()
     assert used_by_d_step, "the D step produced no gradients"

@@ -139,8 +139,7 @@ class GanTrainer:
                 with torch.set_grad_enabled(last):
                     fake = self.G_step(z, batch.labels, *batch.generator_args)
             stats = self._critic_update(batch, fake.detach(), context)
-            self.loss.after_d_step(self.D)
-            stats.update(self.loss.after_d_update(stats, self.ctx))
+            stats.update(self.loss.after_d_update(self.D, stats, self.ctx))
             stats.update(self.critic_input.after_d_update(stats, len(batch.real), context.update + 1,
                                                           self.images_per_step, self.ctx))
         stats_g = self._generator_update(batch, fake, context)

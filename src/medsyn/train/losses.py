@@ -1,4 +1,4 @@
-"""One loss object per GAN objective; the trainer calls ``d_loss``, ``g_loss``, ``after_d_step`` and ``after_d_update``.
+"""One loss object per GAN objective; the trainer calls ``d_loss``, ``g_loss`` and ``after_d_update``.
 
 Discriminators return ``(score, class_logits)``; ``score`` is a logit for BCE (the papers' final
 sigmoid lives here, in ``softplus``, for numerical stability), a margin score for hinge and a critic
@@ -79,13 +79,11 @@ class GanLoss(ABC):
         """Objective-specific regularisers of the critic (the gradient penalty, the drift term)."""
         return 0.0, {}
 
-    def after_d_step(self, D: torch.nn.Module) -> None:
-        """Hook after each discriminator update (weight clipping for WGAN)."""
-
-    # ---- the loss object's own state: LeCam's anchors ------------------------------------------
-    def after_d_update(self, stats: Stats, dist: Distributed = SINGLE) -> Stats:
-        """After each discriminator update, from the update's statistics (the whole batch's mean
-        ``d_real`` and ``d_fake`` on this process): moves LeCam's anchors; returns what to log."""
+    # ---- after each discriminator update: LeCam's anchors, WGAN's clipping -----------------------
+    def after_d_update(self, D: torch.nn.Module, stats: Stats, dist: Distributed = SINGLE) -> Stats:
+        """The one hook after each discriminator update, given D and the update's statistics (the
+        whole batch's mean ``d_real`` and ``d_fake`` on this process): moves LeCam's anchors;
+        subclasses that act on D's weights (WGAN's clipping) extend it. Returns what to log."""
         if self.lecam is None:
             return {}
         return self.lecam.update(stats["d_real"], stats["d_fake"], dist)
@@ -174,11 +172,12 @@ class WeightClippingLoss(WassersteinLoss):
         super().__init__(**regularisers)
         self.clip = clip
 
-    @torch.no_grad()
-    def after_d_step(self, D):
-        params = list(D.parameters())
-        torch._foreach_clamp_min_(params, -self.clip)
-        torch._foreach_clamp_max_(params, self.clip)
+    def after_d_update(self, D: torch.nn.Module, stats: Stats, dist: Distributed = SINGLE) -> Stats:
+        with torch.no_grad():
+            params = list(D.parameters())
+            torch._foreach_clamp_min_(params, -self.clip)
+            torch._foreach_clamp_max_(params, self.clip)
+        return super().after_d_update(D, stats, dist)
 
 
 class GradientPenaltyLoss(WassersteinLoss):
