@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -48,8 +47,7 @@ def scores(run: Path, reference: str | None, n: int | None, seed: int) -> tuple[
     trainer, train = prepared.trainer, prepared.data  # the checkpoint's state, loaded by prepare_run
     if not isinstance(trainer, GanTrainer):
         raise MedsynError(f"{run}: {trainer.cfg.model} is not a generator GAN; this measures a generator's discriminator")
-    args = SimpleNamespace(reference=reference, data=trainer.data_info["load"]["source"])
-    _, held_out = load_reference(args, train, trainer.cfg.interpolation)
+    _, held_out = load_reference(reference, trainer.data_info["load"]["source"], train, trainer.cfg.interpolation)
     n = min(n or len(train), len(train), len(held_out))
     if n < 2:
         raise MedsynError(f"{run}: needs at least 2 training and 2 held-out images, got {n}")

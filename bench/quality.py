@@ -271,14 +271,15 @@ def train_layers(args: argparse.Namespace) -> list[dict]:
     return layers + [{k: v for k, v in flags.items() if v is not None}]
 
 
-def load_reference(args: argparse.Namespace, train: LabeledImages, interpolation: str) -> tuple[str, LabeledImages]:
-    """The reference spec and images, at the training images' size and channels: ``--reference``,
-    else the test split of ``--data`` (its own, or the seeded split every medsyn command uses)."""
-    if args.reference is not None:
-        spec = args.reference
+def load_reference(reference: str | None, data: str, train: LabeledImages,
+                   interpolation: str) -> tuple[str, LabeledImages]:
+    """The reference spec and images, at the training images' size and channels: ``reference``,
+    else the test split of ``data`` (its own, or the seeded split every medsyn command uses)."""
+    if reference is not None:
+        spec = reference
         images = load_source(spec, size=train.size, channels=train.channels, interpolation=interpolation)
     else:
-        source = parse_spec(args.data)[0]
+        source = parse_spec(data)[0]
         spec = f"{source}:test"
         whole = load_source(source, size=train.size, channels=train.channels, interpolation=interpolation)
         images = source_split(whole).split("test")
@@ -318,7 +319,7 @@ def measure(args: argparse.Namespace, out: Path) -> list[Scores]:
     layers = train_layers(args)
     prepared = prepare_run(out, layers, DataOptions(args.data), resume=False)  # validates, writes nothing
     train, cfg = prepared.data, prepared.trainer.cfg
-    ref_spec, reference = load_reference(args, train, cfg.interpolation)
+    ref_spec, reference = load_reference(args.reference, args.data, train, cfg.interpolation)
     n = choose_n(args, train, reference)
     for notice in prepared.notices:
         print(f"notice: {notice}", file=sys.stderr)
