@@ -148,6 +148,28 @@ def test_amp_trains_in_bf16_where_native_deterministically_and_is_recorded(shape
     assert loaded.precision == runs[True][0].precision and loaded.config.amp is True
 
 
+def test_channels_last_entries_train_and_predict_in_that_layout_as_contiguous_would(shape_sets, tmp_path):
+    train, val, test = shape_sets
+    assert any(CLASSIFIERS.get(n).channels_last for n in TORCH_NAMES)  # the layout is on for some entries
+    name = next(n for n in ("resnet18", *TORCH_NAMES) if CLASSIFIERS.get(n).channels_last)
+    trained = train_classifier(name, train, val, epochs=2, seed=4, device="cpu", overrides={"batch": 16})
+    again = train_classifier(name, train, val, epochs=2, seed=4, device="cpu", overrides={"batch": 16})
+    assert trained.memory_format == torch.channels_last
+    conv = next(m for m in trained.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+                and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    proba = predict_proba(trained, test)
+    assert np.array_equal(proba, predict_proba(again, test))  # same seed, same result in this layout too
+    # The same weights in the contiguous layout predict the same, to float rounding: a layout, not a model.
+    trained.model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        logits = trained.model(torch.from_numpy(test.images)).double()
+    assert np.allclose(torch.softmax(logits, 1).numpy(), proba, atol=1e-5)
+    loaded = load_classifier(save_classifier(trained, tmp_path / "cl.pt"), "cpu")
+    assert loaded.memory_format == torch.channels_last
+    assert np.allclose(predict_proba(loaded, test), proba, atol=1e-6)
+
+
 def test_bce_head_and_online_augmentation_run(shape_sets):
     train, val, test = shape_sets
     trained = train_classifier("lesion-cnn", train, val, epochs=1, seed=0, device="cpu", online_augment="brain-mri",

@@ -38,11 +38,14 @@ def test_passes_give_the_whole_batch_update(tmp_path, make_npz, options):
     split = _train(tmp_path / "split", data, model="wgan-gp", micro_batch=2, **options)
     if options:
         assert _max_difference(whole["loss"]["lecam"], split["loss"]["lecam"]) < 1e-5
+    # Float sums in another order differ by ~1e-7; Adam divides each gradient by its own running
+    # scale, so where a gradient is near zero that rounding can move a weight by a good part of
+    # a step (1e-4 here): bound the difference against what one step moves the weights.
+    shorter = _train(tmp_path / "short", data, model="wgan-gp", steps=1, **options)
+    moved = _max_difference(whole["generator"], shorter["generator"])
+    assert moved > 1e-3  # not vacuous: a step moves the weights far more than the passes changed them
     for net in ("generator", "discriminator"):
-        assert _max_difference(whole[net], split[net]) < 1e-5, net
-    # and it is not vacuous: a step moves the weights far more than the passes changed them
-    shorter = _train(tmp_path / "short", data, model="wgan-gp", steps=1)
-    assert _max_difference(whole["generator"], shorter["generator"]) > 1e-3
+        assert _max_difference(whole[net], split[net]) < 1e-3 * moved, net
 
 
 def test_spectral_norm_and_r1_passes_stay_close(tmp_path, make_npz):

@@ -69,6 +69,11 @@ class TrainedClassifier:
     extractor: "TrainedClassifier | None" = None
     svm_data: tuple[np.ndarray, np.ndarray, float] | None = None
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout the network and its inputs use: its registry entry's (channels-last where measured faster)."""
+        return torch.channels_last if CLASSIFIERS.get(self.name).channels_last else torch.contiguous_format
+
 
 def train_classifier(
     name: str, train: LabeledImages, val: LabeledImages, *, epochs: int | None = None, seed: int = 0,
@@ -105,9 +110,9 @@ def train_classifier(
     torch.manual_seed(seed)  # network initialisation
     model: ClassifierNet = build_classifier(name, train.size, train.channels, train.num_classes, weights)
     model.set_normalization(cfg.normalize, train.images)
-    model.to(torch_device)
     trained = TrainedClassifier(name, cfg, model, list(train.class_names), train.size, train.channels, seed,
                                 best_epoch=0, best_val_auc=-math.inf, device=torch_device)
+    model.to(torch_device, memory_format=trained.memory_format)
     _fit(trained, train, val, online_augment, on_epoch, on_batch)
     return trained
 
@@ -168,7 +173,7 @@ def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch
         if augment is not None:
             x = augment(x, generator=aug_gen)
         with autocast():
-            logits = model(x)
+            logits = model(x.contiguous(memory_format=trained.memory_format))
         loss = _loss(cfg, logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -262,6 +267,7 @@ def _network_outputs(trained: TrainedClassifier, ds: LabeledImages, features: bo
     out = []
     for start in range(0, len(ds), EVAL_BATCH):
         x = torch.from_numpy(ds.images[start:start + EVAL_BATCH]).to(trained.device)
+        x = x.contiguous(memory_format=trained.memory_format)
         y = model.features(x) if features else model(x)
         out.append(y.float().cpu().numpy())
     width = None if out else (0 if features else len(trained.class_names))
@@ -348,4 +354,6 @@ def load_classifier(path: str | Path, device: str = "auto") -> TrainedClassifier
     torch_device = resolve_device(device)
     model = build_classifier(state["name"], common["size"], common["channels"], len(common["class_names"]))
     model.load_state_dict(state["state_dict"])
-    return TrainedClassifier(model=model.to(torch_device).eval(), device=torch_device, **common)
+    trained = TrainedClassifier(model=model, device=torch_device, **common)
+    model.to(torch_device, memory_format=trained.memory_format).eval()
+    return trained

@@ -107,6 +107,11 @@ class ClassifierSpec:
     defaults: ClassifierConfig
     build: Callable[[int, int, int, str | None], Any] = field(repr=False)
     kind: str = "torch"  # torch | svm
+    # Train and predict in the channels-last memory layout: oneDNN's NHWC convolutions on CPU, tensor
+    # cores on GPU. bench/classifier_speed.py measured it 1.10-1.18x a training step for ResNet-18,
+    # DenseNet-121 and the lesion CNN in float32 on a 2-core CPU (docs/speed.md); an entry where it
+    # measures slower sets False. Ignored by the SVM, which has no network.
+    channels_last: bool = True
 
 
 CLASSIFIERS: Registry[ClassifierSpec] = Registry("classifier")
