@@ -62,7 +62,7 @@ def _time_steps(name, side, channels, classes, layout, args, device) -> float:
     return cfg.batch * args.steps / (time.perf_counter() - started)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="NAME:SIDE:CHANNELS[:CLASSES]")
     parser.add_argument("--rounds", type=int, default=5)
@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="*", default=[], help="classifier config overrides, e.g. amp=false")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"{args.threads} threads, {args.rounds} rounds of {args.steps} steps per layout, device {device}")

@@ -65,8 +65,8 @@ PY
     echo "== $name: no time left in this call; rerun to start it"
   fi
   if [[ -d $folder ]]; then
-    [[ -f $folder/results.json ]] || "${medsyn[@]}" study "$yaml" "${budget[@]}" --out "$folder" --partial >>"$out/$name.log" 2>&1
-    "${medsyn[@]}" study "$yaml" "${budget[@]}" --out "$folder" --plan >"$out/$name.plan.txt" 2>&1
+    [[ -f $folder/results.json ]] || "${medsyn[@]}" study "$yaml" "${budget[@]}" --device "$device" --out "$folder" --partial >>"$out/$name.log" 2>&1
+    "${medsyn[@]}" study "$yaml" "${budget[@]}" --device "$device" --out "$folder" --plan >"$out/$name.plan.txt" 2>&1
     mkdir -p "$out/$name"
     # Tables, results, reports and figures: small files only (no checkpoints, no sample arrays).
     (cd "$folder" && find . -maxdepth 1 -type f \( -name '*.json' -o -name '*.csv' -o -name '*.html' -o -name '*.png' \) \

@@ -64,3 +64,39 @@ def test_audit_speed_bench_prints_both_searches_with_their_ratios(capsys):
     assert lines[1].startswith("features 40 x 60 (16-d)") and "same neighbour 100.0 %" in lines[1]
     assert lines[2].startswith("pixels 40 x 60 (28x28") and "never under: True" in lines[2]
     assert all(float(line.rsplit("ratio ", 1)[1]) > 0 for line in lines[1:])
+
+
+def test_classifier_speed_bench_prints_both_layouts_and_their_ratio(capsys):
+    """A smoke run of bench/classifier_speed.py at toy sizes (the real figures: docs/speed.md)."""
+    import classifier_speed
+
+    classifier_speed.main(["--cases", "lesion-cnn:16:1:2", "resnet18:16:3:3", "--rounds", "1", "--steps", "1",
+                           "--threads", "1", "--set", "batch=4"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert [row[:4] for row in rows] == [["lesion-cnn", "16", "1", "4"], ["resnet18", "16", "3", "4"]]
+    for row in rows:
+        contiguous, last, ratio = float(row[5]), float(row[6]), float(row[7])
+        assert contiguous > 0 and last > 0 and ratio == pytest.approx(last / contiguous, abs=0.01)
+        assert row[8] == "channels_last"  # what the registry trains in
+
+
+def test_gpu_studies_script_runs_a_slice_stops_it_and_collects_what_it_wrote(tmp_path, medmnist_dir):
+    """bench/gpu_studies.sh: the YAML's data path rewritten to MEDSYN_BENCH_DATA, the study stopped
+    as Ctrl-C would at the slice's end, its small files and plan collected (resuming: docs/studies.md)."""
+    import os
+    import subprocess
+
+    script = Path(__file__).parents[1] / "bench" / "gpu_studies.sh"
+    env = {**os.environ, "SMALL": "1", "DEVICE": "cpu", "MEDSYN_BENCH_DATA": str(medmnist_dir),
+           "MEDSYN_STUDY_WORK": str(tmp_path / "work"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(script), str(out), "30", "breast-ultrasound"], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "status 124" in done.stdout  # stopped at the slice's limit
+    yaml_text = (tmp_path / "work" / "breast-ultrasound.yaml").read_text()
+    assert str(medmnist_dir / "breastmnist.npz") in yaml_text
+    assert "interrupted; finished units are kept" in (out / "breast-ultrasound.log").read_text()
+    assert (out / "breast-ultrasound" / "study.json").is_file() and (out / "device.txt").is_file()
+    assert "units" in (out / "breast-ultrasound.plan.txt").read_text()
+    assert not list((out / "breast-ultrasound").glob("*.pt"))  # checkpoints stay in WORK
