@@ -21,8 +21,8 @@
 # FID weights).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: bench/gpu_studies.sh OUT [SECONDS] [STUDY ...]}")
-seconds=${2:-540}
-shift $(( $# >= 2 ? 2 : 1 ))
+seconds=540
+if [[ ${2:-} =~ ^[0-9]+$ ]]; then seconds=$2; shift 2; else shift 1; fi
 studies=("$@")
 (( ${#studies[@]} )) || studies=(breast-ultrasound pneumonia retina-wgan liver-lesions)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +40,10 @@ python3 -c "import torch; print('torch', torch.__version__, '| device', torch.cu
 
 for name in "${studies[@]}"; do
   yaml="$work/$name.yaml"
+  if [[ ! -f $root/studies/$name.yaml ]]; then
+    echo "!! $name: no studies/$name.yaml (shipped: $(cd "$root/studies" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"
+    continue
+  fi
   # The shipped YAML with its data file looked up in $data (anchors and merge keys resolved).
   python3 - "$root/studies/$name.yaml" "$data" "$yaml" <<'PY' || { echo "!! $name: cannot prepare its YAML"; continue; }
 import os, sys, yaml
