@@ -5,8 +5,8 @@ one process, for the classifiers the shipped studies train, at the sizes they tr
                                      [--steps 4] [--threads 2] [--device cpu] [--set amp=false]
 
 Each case builds the registered network for (side, channels, classes), then times training steps
-(forward in the classifier's autocast, cross-entropy, backward, the entry's optimiser) on random
-images. The two layouts alternate round by round, so drift in the machine's speed hits both alike;
+(forward in the classifier's autocast, its loss, backward, the entry's optimiser) on random images
+with ``medsyn.evaluate.classify.measure_training_rate``, as ``medsyn study --plan`` does. The two layouts alternate round by round, so drift in the machine's speed hits both alike;
 the median over rounds is printed per layout with the ratio channels-last / contiguous. The layout
 a classifier trains in is its registry entry's ``channels_last`` (models/classifiers.py), which
 these ratios decide.
@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
 from medsyn.config import parse_overrides
-from medsyn.evaluate.classify import _optimizer
-from medsyn.models.classifiers import CLASSIFIERS, build_classifier, resolve_classifier_config
+from medsyn.evaluate.classify import measure_training_rate
+from medsyn.models.classifiers import CLASSIFIERS, resolve_classifier_config
 from medsyn.train.setup import mixed_precision, resolve_device
 
 # (name, side, channels, classes): breast/pneumonia, retina, retina --budget full, liver phantoms
@@ -33,33 +31,6 @@ DEFAULT_CASES = ["resnet18:28:1:2", "resnet18:28:3:5", "densenet121:28:3:5", "le
 def _case(text: str) -> tuple[str, int, int, int]:
     name, side, channels, classes = (text.split(":") + ["2"])[:4]
     return name, int(side), int(channels), int(classes)
-
-
-def _time_steps(name, side, channels, classes, layout, args, device) -> float:
-    """Images per second of ``args.steps`` training steps after two warm-up steps."""
-    cfg = resolve_classifier_config(name, parse_overrides(args.set))
-    torch.manual_seed(0)
-    net = build_classifier(name, side, channels, classes).to(device, memory_format=layout)
-    optimizer = _optimizer(cfg, net.parameters(), device)
-    _, autocast = mixed_precision(device, cfg.amp)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(cfg.batch, channels, side, side, generator=gen).to(device).contiguous(memory_format=layout)
-    y = torch.randint(0, classes, (cfg.batch,), generator=gen).to(device)
-    net.train()
-    for step in range(args.steps + 2):
-        if step == 2:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        with autocast():
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return cfg.batch * args.steps / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         rates = {torch.contiguous_format: [], torch.channels_last: []}
         for _ in range(args.rounds):
             for layout in rates:
-                rates[layout].append(_time_steps(name, side, channels, classes, layout, args, device))
+                rates[layout].append(measure_training_rate(name, side, channels, classes, cfg, device, args.steps,
+                                                           warmup=2, memory_format=layout))
         contiguous, last = (statistics.median(rates[k]) for k in rates)
         entry = "channels_last" if CLASSIFIERS.get(name).channels_last else "contiguous"
         print(f"{name} | {side} | {channels} | {cfg.batch} | {precision} | {contiguous:.1f} | {last:.1f} | "

@@ -172,5 +172,13 @@ def test_plan_counts_the_units_and_writes_nothing(tmp_path):
     runner = StudyRunner(study_from_dict(raw, tmp_path, budget="standard"), tmp_path / "x")
     runner.prepare()
     n = [len(f.train) for f in runner.folds]
+    total = sum(6 * k * 3 * 2 for k in n)
     assert f"lesion-cnn: 24 units (4 arms x 3 seed(s) x 2 fold(s)), 0 done; at most 2 epochs, " \
-           f"{sum(6 * k * 3 * 2 for k in n):,} image-epochs at most" in lines[2]
+           f"{total:,} image-epochs at most" in lines[2]
+    # and the time they may take at a training rate measured on this machine, nothing done yet
+    left, rest = lines[3].strip().split(" image-epochs left: at most ")
+    took, rest = rest.split(" of training at ")
+    rate = float(rest.split(" images/s, measured now on cpu in ")[0].replace(",", ""))
+    assert int(left.replace(",", "")) == total and rate > 0
+    value, unit = took.split(" ")
+    assert float(value) * {"h": 3600, "min": 60}[unit] == pytest.approx(total / rate, abs=0.051 * {"h": 3600, "min": 60}[unit])

@@ -74,7 +74,7 @@ def test_plan_counts_online_classic_arms_at_the_real_arms_size(tmp_path):
         runner = StudyRunner(study_from_dict({**ONLINE, "arms": ["real", "classic"], "generators": [],
                                               "classic": classic}, tmp_path), tmp_path / "plan")
         runner.prepare()
-        line = describe_plan(runner)[-1]
+        line = next(line for line in describe_plan(runner) if line.startswith("lesion-cnn:"))
         return int(line.rsplit(", ", 1)[1].split(" ")[0].replace(",", ""))
 
     online = image_epochs({"preset": "liver-lesion", "online": True})

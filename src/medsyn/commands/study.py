@@ -20,7 +20,8 @@ def study_command(
                                "budgets:."),
     quick: bool = typer.Option(False, "--quick", help="The same as --budget quick."),
     plan: bool = typer.Option(False, "--plan", help="Print what the study would run (generator runs, classifier "
-                              "units, how many are done, image-epochs to train) and stop; nothing is written."),
+                              "units, how many are done, image-epochs to train and the hours they take at a training "
+                              "rate measured now on the device) and stop; nothing is written."),
     partial: bool = typer.Option(False, "--partial", help="Write partial_results.json and partial_report.html from "
                                  "the units finished so far and stop; nothing is trained. The study may be running "
                                  "in another process or stopped part way; its own results are not touched."),

@@ -185,6 +185,40 @@ def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch
     return float(total) / max(seen, 1)
 
 
+def measure_training_rate(name: str, size: int, channels: int, num_classes: int, cfg: ClassifierConfig,
+                          device: torch.device, steps: int = 3, warmup: int = 1,
+                          memory_format: torch.memory_format | None = None) -> float:
+    """Training images per second of classifier ``name`` at this geometry and recipe on ``device``.
+
+    Times ``steps`` training steps (batch ``cfg.batch``, the entry's optimiser, layout and precision)
+    on random images after ``warmup`` untimed ones; validation passes are not included. The global
+    random state is left as it was. For time estimates (``medsyn study --plan``) and
+    bench/classifier_speed.py (which passes ``memory_format`` to compare layouts).
+    """
+    layout = memory_format or (torch.channels_last if CLASSIFIERS.get(name).channels_last else torch.contiguous_format)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = build_classifier(name, size, channels, num_classes).to(device, memory_format=layout).train()
+        optimizer = _optimizer(cfg, model.parameters(), device)
+        _, autocast = mixed_precision(device, cfg.amp)
+        x = torch.rand(cfg.batch, channels, size, size, device=device).contiguous(memory_format=layout)
+        y = torch.randint(0, num_classes, (cfg.batch,), device=device)
+        for step in range(warmup + steps):
+            if step == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                started = time.perf_counter()
+            with autocast():
+                logits = model(x)
+            loss = _loss(cfg, logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return cfg.batch * steps / max(time.perf_counter() - started, 1e-9)
+
+
 def _loss(cfg: ClassifierConfig, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if cfg.loss == "bce":
         return F.binary_cross_entropy_with_logits(logits, F.one_hot(y, logits.shape[1]).to(logits.dtype))
