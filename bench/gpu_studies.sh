@@ -52,8 +52,11 @@ config = yaml.safe_load(open(source))
 src = config["data"].get("source", "")
 if str(src).endswith(".npz"):
     config["data"]["source"] = os.path.join(data, os.path.basename(src))
+class Plain(yaml.SafeDumper):  # budgets written out in full, no &id001 / *id001 for shared entries
+    def ignore_aliases(self, data):
+        return True
 with open(target + ".tmp", "w") as f:
-    yaml.safe_dump(config, f, sort_keys=False)
+    yaml.dump(config, f, Dumper=Plain, sort_keys=False)
 os.replace(target + ".tmp", target)
 PY
   folder="$work/$name"
