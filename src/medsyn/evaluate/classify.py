@@ -72,7 +72,7 @@ class TrainedClassifier:
     @property
     def memory_format(self) -> torch.memory_format:
         """The layout the network and its inputs use: its registry entry's (channels-last where measured faster)."""
-        return torch.channels_last if CLASSIFIERS.get(self.name).channels_last else torch.contiguous_format
+        return CLASSIFIERS.get(self.name).memory_format
 
 
 def train_classifier(
@@ -172,12 +172,7 @@ def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch
         x, y = images.index_select(0, idx), labels.index_select(0, idx)
         if augment is not None:
             x = augment(x, generator=aug_gen)
-        with autocast():
-            logits = model(x.contiguous(memory_format=trained.memory_format))
-        loss = _loss(cfg, logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = _train_step(model, optimizer, autocast, cfg, x.contiguous(memory_format=trained.memory_format), y)
         total += loss.detach() * len(idx)
         seen += len(idx)
         if on_batch is not None:
@@ -185,17 +180,29 @@ def _train_epoch(trained: TrainedClassifier, images: torch.Tensor, labels: torch
     return float(total) / max(seen, 1)
 
 
+def _train_step(model: ClassifierNet, optimizer: torch.optim.Optimizer, autocast, cfg: ClassifierConfig,
+                x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a batch (forward under ``autocast``, the recipe's loss); returns the loss."""
+    with autocast():
+        logits = model(x)
+    loss = _loss(cfg, logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def measure_training_rate(name: str, size: int, channels: int, num_classes: int, cfg: ClassifierConfig,
                           device: torch.device, steps: int = 3, warmup: int = 1,
                           memory_format: torch.memory_format | None = None) -> float:
     """Training images per second of classifier ``name`` at this geometry and recipe on ``device``.
 
-    Times ``steps`` training steps (batch ``cfg.batch``, the entry's optimiser, layout and precision)
-    on random images after ``warmup`` untimed ones; validation passes are not included. The global
-    random state is left as it was. For time estimates (``medsyn study --plan``) and
+    Times ``steps`` of training's own step (batch ``cfg.batch``, the entry's optimiser, layout and
+    precision) on random images after ``warmup`` untimed ones; validation passes are not included.
+    The global random state is left as it was. For time estimates (``medsyn study --plan``) and
     bench/classifier_speed.py (which passes ``memory_format`` to compare layouts).
     """
-    layout = memory_format or (torch.channels_last if CLASSIFIERS.get(name).channels_last else torch.contiguous_format)
+    layout = memory_format or CLASSIFIERS.get(name).memory_format
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         model = build_classifier(name, size, channels, num_classes).to(device, memory_format=layout).train()
@@ -208,12 +215,7 @@ def measure_training_rate(name: str, size: int, channels: int, num_classes: int,
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 started = time.perf_counter()
-            with autocast():
-                logits = model(x)
-            loss = _loss(cfg, logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _train_step(model, optimizer, autocast, cfg, x, y)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return cfg.batch * steps / max(time.perf_counter() - started, 1e-9)

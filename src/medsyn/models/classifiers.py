@@ -113,6 +113,11 @@ class ClassifierSpec:
     # measures slower sets False. Ignored by the SVM, which has no network.
     channels_last: bool = True
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout its network and inputs train and predict in."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
 
 CLASSIFIERS: Registry[ClassifierSpec] = Registry("classifier")
 

@@ -3,9 +3,13 @@ of its classifiers, and which generator entries share one trained generator."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from medsyn.evaluate.arms import Arm
 from medsyn.study.config import StudyConfig, to_plain
+
+if TYPE_CHECKING:
+    from medsyn.models.classifiers import ClassifierConfig
 
 
 @dataclass(frozen=True)
@@ -112,18 +116,21 @@ def describe_plan(runner) -> list[str]:
                      f"{seeds} generator seed(s) x {len(folds)} fold(s)), {done} done; {per}")
     for clf in cfg.classifiers:
         units = [t for t in tasks if t.kind in ("sweep", "classifier") and t.args[0] == clf.name]
-        done = sum(task_done(runner, t) for t in units)
         svm = CLASSIFIERS.get(clf.name).kind == "svm"
-        epochs = 1 if svm else resolve_classifier_config(clf.name, dict(clf.set), clf.epochs).epochs
-        image_epochs = first_volume = left = 0
+        recipe = None if svm else resolve_classifier_config(clf.name, dict(clf.set), clf.epochs)
+        epochs = 1 if svm else recipe.epochs
+        done = image_epochs = first_volume = left = 0
         for t in units:
             counts = [int(n) for n in next(f for f in folds if f.index == t.fold).train.class_counts()]
             # a sweep unit has its copies; a classic arm uses the sweep's choice, at most the largest
             spec, copies = ((ArmSpec(Arm.CLASSIC), t.args[2]) if t.kind == "sweep"
                             else (t.args[2], 0 if cfg.classic.online else max(cfg.classic.copies_values)))
-            image_epochs += arm_images(spec, counts, copies) * epochs
-            first_volume += arm_images(spec, counts, copies) * epochs if spec.volume in (None, cfg.volumes[0]) else 0
-            left += 0 if task_done(runner, t) else arm_images(spec, counts, copies) * epochs
+            unit = arm_images(spec, counts, copies) * epochs
+            finished = task_done(runner, t)
+            done += finished
+            image_epochs += unit
+            first_volume += unit if spec.volume in (None, cfg.volumes[0]) else 0
+            left += 0 if finished else unit
         lines.append(f"{clf.name}: {len(units)} units ({len(arm_specs(cfg))} arms x {len(cfg.seeds)} seed(s) x "
                      f"{len(folds)} fold(s)" + (f", with the classic sweep's" if cfg.classic.sweep else "")
                      + f"), {done} done; "
@@ -132,28 +139,26 @@ def describe_plan(runner) -> list[str]:
                         + (f" ({first_volume:,} for every arm at volume {cfg.volumes[0]:g}, which run first)"
                            if first_volume < image_epochs else "")))
         if left and not svm:
-            lines.append(_time_estimate(runner, clf, left))
+            lines.append(_time_estimate(runner, clf.name, recipe, left))
     return lines
 
 
-def _time_estimate(runner, clf, image_epochs: int) -> str:
+def _time_estimate(runner, name: str, recipe: "ClassifierConfig", image_epochs: int) -> str:
     """The classifier's remaining image-epochs over its training rate, measured now on the study's
     device with a few steps on random images at the study's geometry (validation passes, generators,
     FID and audit not included: a bound on the classifiers' training time, not the study's)."""
     from medsyn.errors import ConfigError
     from medsyn.evaluate.classify import measure_training_rate
-    from medsyn.models.classifiers import resolve_classifier_config
     from medsyn.train.setup import mixed_precision, resolve_device
 
     train = runner.folds[0].train
-    cfg = resolve_classifier_config(clf.name, dict(clf.set), clf.epochs)
     try:
         device = resolve_device(runner.cfg.device)
     except ConfigError as err:
         return f"  time not estimated: {err}"
-    rate = measure_training_rate(clf.name, train.size, train.channels, train.num_classes, cfg, device, steps=2)
+    rate = measure_training_rate(name, train.size, train.channels, train.num_classes, recipe, device, steps=2)
     seconds = image_epochs / rate
     took = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
     return (f"  {image_epochs:,} image-epochs left: at most {took} of training at {rate:,.0f} images/s, "
-            f"measured now on {device} in {mixed_precision(device, cfg.amp)[0]} (early stopping ends most "
+            f"measured now on {device} in {mixed_precision(device, recipe.amp)[0]} (early stopping ends most "
             f"units sooner; generators, FID and audit come on top)")
